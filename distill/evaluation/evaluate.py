@@ -1,0 +1,163 @@
+"""One data set × one first-stage retriever (+ optional teacher rerank) → a Report.
+
+The one evaluation path: `distill evaluate` calls :func:`evaluate`, training calls
+:func:`evaluate_encoder` with its in-memory student; both end in :func:`evaluate_retriever`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+from tqdm.auto import tqdm
+
+from distill.data.corpora import RetrievalSet, load_retrieval_set, normalize_text
+from distill.evaluation.metrics import Run, evaluate_run, mean_scores
+from distill.evaluation.report import Report
+from distill.paths import cache_root
+
+if TYPE_CHECKING:
+    from students.dual_encoder import DualEncoder
+    from teachers.base import Teacher
+
+BM25_NAMES = ("bm25",)
+
+
+class Retriever(Protocol):
+    def search(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]: ...
+
+
+@dataclass
+class EvalConfig:
+    """`distill evaluate` options; validated on construction."""
+
+    model: str
+    dataset: str
+    split: str = "test"
+    rerank: str | None = None
+    depth: int = 50
+    batch_size: int = 64
+    k: int = 100
+    normalize_text: bool | None = None  # None: the data set's own convention
+    show_progress: bool = True
+    teacher_cache: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.depth <= 0:
+            raise ValueError(f"--depth must be positive, got {self.depth}")
+        if self.k < 100:
+            raise ValueError(f"retrieval depth k must be >= 100 for recall@100, got {self.k}")
+        if self.batch_size <= 0:
+            raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
+
+
+def corpus_texts(rs: RetrievalSet, normalize: bool) -> tuple[list[str], list[str]]:
+    ids, texts = rs.doc_texts()
+    return ids, [normalize_text(t) for t in texts] if normalize else texts
+
+
+def build_retriever(model: str, rs: RetrievalSet, normalize: bool, batch_size: int = 64,
+                    show_progress: bool = True) -> Retriever:
+    """BM25 (pyserini, in-process) for ``bm25``; else a dense retriever over the named encoder."""
+    ids, texts = corpus_texts(rs, normalize)
+    if model.lower() in BM25_NAMES:
+        from distill.retrieval.bm25 import BM25Index
+
+        return BM25Index.open_or_build(zip(ids, texts), cache_root() / "bm25", language=rs.language)
+    from distill.retrieval.dense import DenseRetriever
+    from students import load_student
+
+    encoder = load_student(model)
+    return DenseRetriever(encoder, batch_size=batch_size, show_progress=show_progress).index_corpus(ids, texts)
+
+
+def retrieve(retriever: Retriever, query_ids: list[str], queries: list[str], k: int) -> Run:
+    hits = retriever.search(queries, k)
+    return dict(zip(query_ids, hits))
+
+
+def rerank(run: Run, teacher: "Teacher", queries: dict[str, str], docs: dict[str, str], depth: int,
+           show_progress: bool = False) -> Run:
+    """Teacher scores the top ``depth`` of each ranking; those go first in teacher order, the rest
+    keep their first-stage order below them (scores shifted so the run stays score-sorted)."""
+    qids = list(run)
+    pairs_q, pairs_p, spans = [], [], []
+    for qid in qids:
+        head = run[qid][:depth]
+        spans.append(len(head))
+        pairs_q += [queries[qid]] * len(head)
+        pairs_p += [docs[d] for d, _ in head]
+    scores = teacher.score(pairs_q, pairs_p).tolist() if pairs_q else []
+    out: Run = {}
+    offset = 0
+    for qid, n in tqdm(list(zip(qids, spans)), desc="rerank", disable=not show_progress, leave=False):
+        head = [(d, s) for (d, _), s in zip(run[qid][:n], scores[offset: offset + n])]
+        offset += n
+        head.sort(key=lambda x: -x[1])
+        floor = min((s for _, s in head), default=0.0)
+        tail = run[qid][n:]
+        # tail keeps its order strictly below the reranked head
+        tail = [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
+        out[qid] = head + tail
+    return out
+
+
+def evaluate_retriever(retriever: Retriever, rs: RetrievalSet, split: str = "test", *, k: int = 100,
+                       normalize: bool | None = None, teacher: "Teacher | None" = None, depth: int = 50,
+                       show_progress: bool = False) -> tuple[Report, Run]:
+    normalize = rs.normalize_text if normalize is None else normalize
+    qrels = rs.split_qrels(split)
+    qids, qtexts = rs.query_texts(split)
+    qtexts = [normalize_text(t) for t in qtexts] if normalize else qtexts
+    start = time.perf_counter()
+    run = retrieve(retriever, qids, qtexts, k)
+    if teacher is not None:
+        doc_ids, doc_texts = corpus_texts(rs, normalize)
+        run = rerank(run, teacher, dict(zip(qids, qtexts)), dict(zip(doc_ids, doc_texts)), depth, show_progress)
+    seconds = time.perf_counter() - start
+    per_query = evaluate_run(run, qrels)
+    by_type = {t: mean_scores(per_query, ids) for t, ids in rs.types.items()}
+    report = Report(
+        dataset=rs.name, split=split, metrics=mean_scores(per_query),
+        by_type={t: m for t, m in by_type.items() if m["num_queries"]},
+        per_query={q: s.as_dict() for q, s in per_query.items()},
+        seconds=seconds, notes=list(rs.notes),
+    )
+    return report, run
+
+
+def evaluate_encoder(encoder: "DualEncoder", dataset: str | RetrievalSet, split: str = "test",
+                     batch_size: int = 64, show_progress: bool = False) -> Report:
+    """Evaluate an in-memory student (training calls this; no second copy of the evaluation)."""
+    from distill.retrieval.dense import DenseRetriever
+
+    rs = dataset if isinstance(dataset, RetrievalSet) else load_retrieval_set(dataset)
+    ids, texts = corpus_texts(rs, rs.normalize_text)
+    retriever = DenseRetriever(encoder, batch_size=batch_size, show_progress=show_progress).index_corpus(ids, texts)
+    report, _ = evaluate_retriever(retriever, rs, split, show_progress=show_progress)
+    report.model = getattr(encoder, "name", "student")
+    return report
+
+
+def evaluate(config: EvalConfig, run_file: Path | None = None) -> Report:
+    """`distill evaluate`: load, retrieve, optionally rerank, score."""
+    rs = load_retrieval_set(config.dataset)
+    normalize = rs.normalize_text if config.normalize_text is None else config.normalize_text
+    retriever = build_retriever(config.model, rs, normalize, config.batch_size, config.show_progress)
+    teacher = None
+    if config.rerank:
+        from teachers import load_teacher
+
+        cache = config.teacher_cache or str(cache_root() / "teacher_scores.sqlite")
+        teacher = load_teacher(config.rerank, batch_size=config.batch_size, cache=cache,
+                               show_progress=config.show_progress)
+    report, run = evaluate_retriever(retriever, rs, config.split, k=config.k, normalize=normalize,
+                                     teacher=teacher, depth=config.depth, show_progress=config.show_progress)
+    report.model = config.model
+    report.rerank = f"{config.rerank}@{config.depth}" if config.rerank else None
+    if run_file is not None:
+        from distill.retrieval.trec import write_run
+
+        write_run(run, run_file, tag=config.model)
+    return report

@@ -1,0 +1,66 @@
+"""Evaluation reports: the terminal table and the JSON file."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.evaluation.metrics import METRICS
+
+
+@dataclass
+class Report:
+    dataset: str
+    split: str
+    metrics: dict[str, float]
+    by_type: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+    model: str = ""
+    rerank: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self, per_query: bool = False) -> dict:
+        out = {
+            "dataset": self.dataset, "split": self.split, "model": self.model, "rerank": self.rerank,
+            **{m: self.metrics[m] for m in METRICS},
+            "num_queries": self.metrics["num_queries"],
+            "seconds": round(self.seconds, 3),
+        }
+        if self.by_type:
+            out["by_type"] = self.by_type
+        if per_query:
+            out["per_query"] = self.per_query
+        return out
+
+    def write_json(self, path: str | Path, per_query: bool = True) -> None:
+        write_json_atomic(path, self.to_json(per_query=per_query))
+
+    def table(self) -> str:
+        title = f"{self.model}{' → ' + self.rerank if self.rerank else ''} on {self.dataset} ({self.split})"
+        rows = [("all", self.metrics)] + sorted(self.by_type.items())
+        width = max(len(name) for name, _ in rows)
+        head = f"{'':<{width}}  " + "  ".join(f"{m:>10}" for m in METRICS) + f"  {'queries':>7}"
+        lines = [title, head]
+        for name, m in rows:
+            lines.append(f"{name:<{width}}  " + "  ".join(f"{100 * m[k]:>10.2f}" for k in METRICS)
+                         + f"  {m['num_queries']:>7d}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """Write JSON through a temporary file and rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

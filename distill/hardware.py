@@ -1,0 +1,62 @@
+"""What the machine can do fast, detected at run time (never assumed).
+
+bf16 pays off only where there are bf16 matrix units: CUDA GPUs with bf16 support, or x86 CPUs with
+AMX-BF16 / AVX512-BF16. Elsewhere bf16 autocast on CPU is emulated and slower than fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+
+import torch
+
+_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_bf16_units() -> bool:
+    return any(flag in cpu_flags() for flag in _BF16_CPU_FLAGS)
+
+
+def bf16_available(device: torch.device | str) -> bool:
+    """True when bf16 matmuls are native (and so faster than fp32) on ``device``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_has_bf16_units()
+    return False
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_autocast(device: torch.device | str, bf16: bool | None) -> bool:
+    """``bf16=None`` means "automatic": on where the hardware has bf16 units."""
+    return bf16_available(device) if bf16 is None else bool(bf16)
+
+
+def autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:
+    device = torch.device(device)
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def lightning_precision(device_type: str = "auto") -> str:
+    """The Lightning ``precision`` for this machine: bf16-mixed where bf16 is native, else 32-true."""
+    dev = default_device() if device_type == "auto" else torch.device(device_type)
+    return "bf16-mixed" if bf16_available(dev) else "32-true"
