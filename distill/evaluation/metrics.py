@@ -56,7 +56,8 @@ def score_query(ranking: list[tuple[str, float]], judged: dict[str, int]) -> Que
     filler = max(0, _DEEPEST_CUTOFF - len(order)) if missed else 0
     gains = torch.tensor([max(judged.get(d, 0), 0) for d in order] + [0] * filler
                          + [judged[d] for d in missed], dtype=torch.long)
-    preds = -torch.arange(len(gains), dtype=torch.float64)  # strict ranks: no ties to average
+    # strict ranks, no ties to average; positive because torchmetrics' recall ignores preds <= 0
+    preds = torch.arange(len(gains), 0, -1, dtype=torch.float64)
     if len(gains) == 0:
         return QueryScores(0.0, 0.0, 0.0)
     relevant = gains > 0

@@ -1,0 +1,312 @@
+"""`distill mine`: queries → candidates (BM25 + dense, RRF) → teacher scores → training lists.
+
+Every stage is resumable: the query and candidate stages write their output atomically under
+``<output>/work/`` keyed by a hash of the configuration that produced them, and teacher scores go
+through the persistent score cache, so a re-run (or a run after a kill) redoes only what is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, normalize_text
+from distill.data.lists import lists_from_rows, save_lists
+from distill.evaluation.report import write_json_atomic
+from distill.paths import cache_root
+from distill.retrieval.fusion import reciprocal_rank_fusion
+
+
+@dataclass
+class QuerySource:
+    """Where training queries come from: a qrels split of the set's own queries, and/or generated."""
+
+    split: str | None = None            # e.g. "train" for SciFact / NFCorpus
+    generate: dict = field(default_factory=dict)  # {"keywords": {...}, "llm": {...}} → mining.queries
+    passages: int = 1000                 # passages sampled for generation
+    max_queries: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.split and not self.generate:
+            raise ValueError("queries: give a qrels split (queries.split) and/or generators (queries.generate)")
+        if self.passages <= 0:
+            raise ValueError(f"queries.passages must be positive, got {self.passages}")
+
+
+@dataclass
+class RetrievalConfig:
+    bm25: bool = True
+    dense: str | None = "all-MiniLM-L6-v2"
+    depth: int = 100
+    rrf_k: int = 60
+    list_size: int = 20
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.bm25 and not self.dense:
+            raise ValueError("retrieval: enable bm25 and/or name a dense model")
+        if self.list_size < 2 or self.depth < self.list_size:
+            raise ValueError(f"retrieval: need 2 <= list_size <= depth, got {self.list_size} and {self.depth}")
+
+
+@dataclass
+class TeacherConfig:
+    name: str = "ms-marco-MiniLM-L-12-v2"
+    batch_size: int = 64
+    max_length: int | None = 256
+    cache: str | None = None  # default: <cache root>/teacher_scores.sqlite, shared by every recipe
+
+
+@dataclass
+class FilterConfig:
+    # Keep a generated query only if the teacher ranks its source passage within the top k (CADET).
+    source_top_k: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.source_top_k is not None and self.source_top_k < 1:
+            raise ValueError(f"filter.source_top_k must be >= 1 or null, got {self.source_top_k}")
+
+
+@dataclass
+class MineConfig:
+    corpus: str
+    output: str
+    queries: QuerySource
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "config") -> "MineConfig":
+        known = {"corpus", "output", "queries", "retrieval", "teacher", "filter", "seed"}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        for key in ("corpus", "output", "queries"):
+            if key not in raw:
+                raise ValueError(f"{where}: {key}: missing")
+        try:
+            return cls(
+                corpus=str(raw["corpus"]), output=str(raw["output"]),
+                queries=QuerySource(**(raw["queries"] or {})),
+                retrieval=RetrievalConfig(**(raw.get("retrieval") or {})),
+                teacher=TeacherConfig(**(raw.get("teacher") or {})),
+                filter=FilterConfig(**(raw.get("filter") or {})),
+                seed=int(raw.get("seed", 0)),
+            )
+        except TypeError as err:  # unexpected keyword in a section
+            raise ValueError(f"{where}: {err}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "MineConfig":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such recipe") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise ValueError(f"{path}{line}: malformed YAML ({getattr(err, 'problem', err)})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of recipe keys")
+        return cls.from_dict(raw, where=str(path))
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _cached_stage(work: Path, name: str, key: str, build):
+    """Return the stage's saved JSON if it was built with this key, else build, save atomically, return."""
+    path = work / f"{name}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            return saved["data"]
+    data = build()
+    write_json_atomic(path, {"key": key, "data": data})
+    return data
+
+
+def evaluation_queries(rs: RetrievalSet) -> list[str]:
+    """Texts of every query the set evaluates on (never training material)."""
+    eval_ids = set(rs.qrels.get("test", {}))
+    if rs.name.startswith("capretrieval") or not eval_ids:
+        eval_ids = set(rs.queries["query_id"])
+    return [t for q, t in zip(rs.queries["query_id"], rs.queries["text"]) if q in eval_ids]
+
+
+def build_queries(config: MineConfig, rs: RetrievalSet, stats: dict) -> list[dict]:
+    src = config.queries
+    out: list[dict] = []
+    if src.split:
+        if src.split == "test":
+            raise DataError(f"{rs.path}: queries.split: the test split is evaluation data and never trains")
+        split_qrels = rs.split_qrels(src.split)
+        test_ids = set(rs.qrels.get("test", {}))
+        overlap = test_ids & set(split_qrels)
+        if overlap:
+            raise DataError(f"{rs.path}: qrels/{src.split}.tsv shares {len(overlap)} queries with the test split")
+        text = dict(zip(rs.queries["query_id"], rs.queries["text"]))
+        out += [{"query_id": q, "query": text[q], "query_type": src.split, "source_id": ""}
+                for q in split_qrels]
+        stats["queries_from_file"] = len(out)
+    if src.generate:
+        from distill.mining.queries import build_generators, drop_eval_overlap
+
+        rng = random.Random(config.seed)
+        ids, texts = rs.doc_texts()
+        picked = sorted(rng.sample(range(len(ids)), min(src.passages, len(ids))))
+        passages = [(ids[i], texts[i]) for i in picked]
+        generated = []
+        for generator in build_generators(src.generate):
+            generated += generator.generate(passages)
+        kept, dropped = drop_eval_overlap(generated, evaluation_queries(rs))
+        stats["queries_generated"] = len(generated)
+        stats["dropped_equal_to_evaluation_query"] = dropped
+        for i, q in enumerate(kept):
+            qid = f"gen-{q.query_type}-{q.source_id}-{_key(q.query, q.source_id)[:8]}"
+            out.append({"query_id": qid, "query": q.query, "query_type": q.query_type, "source_id": q.source_id})
+    seen, unique = set(), []
+    for row in out:
+        if row["query_id"] not in seen:
+            seen.add(row["query_id"])
+            unique.append(row)
+    if src.max_queries is not None and len(unique) > src.max_queries:
+        unique = random.Random(config.seed).sample(unique, src.max_queries)
+    return unique
+
+
+def build_candidates(config: MineConfig, rs: RetrievalSet, queries: list[dict]) -> list[dict]:
+    """Fused top-N per query, each candidate with its BM25 and dense ranks; the source passage of a
+    synthetic query is kept in its list (replacing the last candidate) so the filter can judge it."""
+    rc = config.retrieval
+    ids, texts = rs.doc_texts()
+    norm = rs.normalize_text
+    doc_texts = [normalize_text(t) for t in texts] if norm else texts
+    qtexts = [normalize_text(q["query"]) if norm else q["query"] for q in queries]
+    runs: dict[str, list[list[tuple[str, float]]]] = {}
+    if rc.bm25:
+        from distill.retrieval.bm25 import BM25Index
+
+        index = BM25Index.open_or_build(zip(ids, doc_texts), cache_root() / "bm25", language=rs.language)
+        runs["bm25"] = index.search(qtexts, rc.depth)
+    if rc.dense:
+        from distill.retrieval.dense import DenseRetriever
+        from students import load_student
+
+        dense = DenseRetriever(load_student(rc.dense), batch_size=rc.batch_size, show_progress=True)
+        runs["dense"] = dense.index_corpus(ids, doc_texts).search(qtexts, rc.depth)
+    rows = []
+    for i, q in enumerate(tqdm(queries, desc="fuse", leave=False)):
+        ranks = {name: {d: r for r, (d, _) in enumerate(run[i], 1)} for name, run in runs.items()}
+        fused = [d for d, _ in reciprocal_rank_fusion([run[i] for run in runs.values()], k=rc.rrf_k,
+                                                      top_n=rc.list_size)]
+        source = q["source_id"]
+        source_rank = fused.index(source) + 1 if source in fused else None
+        if source and source_rank is None:
+            fused[-1] = source
+        rows.append({"query_id": q["query_id"], "source_fused_rank": source_rank,
+                     "docs": [[d, ranks.get("bm25", {}).get(d), ranks.get("dense", {}).get(d)] for d in fused]})
+    return rows
+
+
+def mine(config: MineConfig) -> Path:
+    from teachers import load_teacher
+
+    output = Path(config.output)
+    work = output.parent / f".{output.name}.work"
+    stats: dict = {"config": asdict(config)}
+    rs = load_retrieval_set(config.corpus)
+    qkey = _key(asdict(config.queries), config.corpus, config.seed)
+    qstats: dict = {}
+    queries = _cached_stage(work, "queries", qkey, lambda: {"rows": build_queries(config, rs, qstats),
+                                                             "stats": qstats})
+    stats.update(queries["stats"])
+    queries = queries["rows"]
+    if not queries:
+        raise DataError(f"{config.corpus}: no training queries (check queries.split / queries.generate)")
+    ckey = _key(qkey, asdict(config.retrieval))
+    candidates = _cached_stage(work, "candidates", ckey, lambda: build_candidates(config, rs, queries))
+
+    ids, texts = rs.doc_texts()
+    text_of = dict(zip(ids, texts))
+    norm = rs.normalize_text
+    tc = config.teacher
+    cache = tc.cache or str(cache_root() / "teacher_scores.sqlite")
+    teacher = load_teacher(tc.name, batch_size=tc.batch_size, max_length=tc.max_length, cache=cache,
+                           show_progress=True)
+    pair_q, pair_p = [], []
+    for q, c in zip(queries, candidates):
+        qt = normalize_text(q["query"]) if norm else q["query"]
+        for d, _, _ in c["docs"]:
+            pair_q.append(qt)
+            pair_p.append(normalize_text(text_of[d]) if norm else text_of[d])
+    scores = teacher.score(pair_q, pair_p).tolist()
+
+    rows, offset = [], 0
+    filtered = {"source_not_in_teacher_top_k": 0}
+    source_ranks, spreads = [], []
+    k = config.filter.source_top_k
+    for q, c in zip(queries, candidates):
+        n = len(c["docs"])
+        list_scores = scores[offset: offset + n]
+        offset += n
+        cands = [{"doc_id": d, "text": text_of[d], "teacher_score": s, "bm25_rank": b, "dense_rank": r}
+                 for (d, b, r), s in zip(c["docs"], list_scores)]
+        if q["source_id"]:
+            order = sorted(range(n), key=lambda j: -list_scores[j])
+            teacher_rank = 1 + [cands[j]["doc_id"] for j in order].index(q["source_id"])
+            source_ranks.append(teacher_rank)
+            if k is not None and teacher_rank > k:
+                filtered["source_not_in_teacher_top_k"] += 1
+                continue
+        spreads.append(max(list_scores) - min(list_scores))
+        rows.append({**q, "candidates": cands})
+    if not rows:
+        raise DataError(f"{config.corpus}: every query was filtered out ({filtered})")
+    save_lists(lists_from_rows(rows), output)
+    stats.update({
+        "lists": len(rows),
+        "candidates_per_list": statistics.mean(len(r["candidates"]) for r in rows),
+        "filtered": filtered,
+        "teacher": {"identity": teacher.identity, "pairs": len(pair_q),
+                    **{k_: getattr(teacher, k_) for k_ in ("hits", "misses") if hasattr(teacher, k_)}},
+        "teacher_score_spread": _summary(spreads),
+        "source_teacher_rank": _summary(source_ranks),
+        # synthetic queries whose source the retrievers missed (it was put into the list by hand)
+        "source_not_retrieved": sum(1 for q, c in zip(queries, candidates)
+                                    if q["source_id"] and c["source_fused_rank"] is None),
+        "query_types": _count(r["query_type"] for r in rows),
+    })
+    write_json_atomic(output / "stats.json", stats)
+    return output
+
+
+def _summary(values: list[float]) -> dict:
+    if not values:
+        return {}
+    return {"mean": statistics.mean(values), "median": statistics.median(values),
+            "min": min(values), "max": max(values)}
+
+
+def _count(items) -> dict:
+    out: dict = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return out
+
+
+def mine_from_config(path: str | Path, output: str | Path | None = None) -> Path:
+    config = MineConfig.from_yaml(path)
+    if output is not None:
+        config.output = str(output)
+    return mine(config)

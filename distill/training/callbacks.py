@@ -1,0 +1,78 @@
+"""Callbacks: evaluation-set monitoring (never selects a checkpoint) and the final student export."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from distill.evaluation.evaluate import evaluate_encoder
+from distill.evaluation.report import write_json_atomic
+
+
+class RetrievalMonitor(Callback):
+    """Evaluates the student on named evaluation sets with `distill evaluate`'s own code.
+
+    Logged under ``monitor/<set>/...`` for watching a run and for the final report. Test labels must
+    not steer training, so no checkpoint callback or early stopping may monitor these keys.
+    """
+
+    def __init__(self, datasets: list[str] | None = None, every_n_epochs: int = 1, split: str = "test",
+                 batch_size: int = 64):
+        self.datasets = list(datasets or [])
+        self.every_n_epochs = every_n_epochs
+        self.split = split
+        self.batch_size = batch_size
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.datasets or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        for name in self.datasets:
+            report = evaluate_encoder(pl_module.student, name, self.split, batch_size=self.batch_size)
+            for metric in ("ndcg@10", "recall@100", "mrr@10"):
+                pl_module.log(f"monitor/{name}/{metric}", report.metrics[metric], rank_zero_only=True)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for cb in trainer.callbacks:
+            monitored = getattr(cb, "monitor", None)
+            if monitored and str(monitored).startswith("monitor/"):
+                raise ValueError(f"{type(cb).__name__} monitors {monitored!r}: evaluation-set metrics must "
+                                 "never select checkpoints or stop a run; monitor a dev/ metric")
+
+
+class ExportStudent(Callback):
+    """At the end of fit: the selected (best dev) student → ``<default_root_dir>/student`` as a
+    sentence-transformers folder, with its evaluation-set metrics in ``student/metrics.json``."""
+
+    def __init__(self, datasets: list[str] | None = None, split: str = "test", batch_size: int = 64,
+                 dirname: str = "student"):
+        self.datasets = list(datasets or [])
+        self.split = split
+        self.batch_size = batch_size
+        self.dirname = dirname
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        from students import save_sentence_transformers
+
+        selected = "last"
+        ckpt = next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
+        if ckpt is not None and ckpt.best_model_path and Path(ckpt.best_model_path).is_file():
+            state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+            pl_module.load_state_dict(state)
+            selected = ckpt.best_model_path
+        out = Path(trainer.default_root_dir) / self.dirname
+        save_sentence_transformers(pl_module.student, out)
+        metrics = {"selected_checkpoint": selected, "monitor": ckpt.monitor if ckpt else None,
+                   "best_score": float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None,
+                   "evaluation": {}}
+        for name in self.datasets:
+            report = evaluate_encoder(pl_module.student, name, self.split, batch_size=self.batch_size)
+            metrics["evaluation"][name] = report.to_json()
+            print(report.table())
+        write_json_atomic(out / "metrics.json", metrics)
+        print(f"student written to {out}")

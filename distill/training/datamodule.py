@@ -1,0 +1,122 @@
+"""Training lists → batches. Tokenization happens in the module (it owns the student's tokenizer)."""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from distill.data.lists import load_lists, split_by_query
+
+
+@dataclass
+class ListBatch:
+    """B lists of L candidates, list-major: passage ``i * L + j`` is candidate j of query i.
+
+    ``teacher_scores`` is NaN where the list carried no score (the module fills those in);
+    ``mask`` is False on padding (short lists are padded with a copy of their first candidate).
+    """
+
+    query_ids: list[str]
+    queries: list[str]
+    passages: list[str]
+    doc_ids: list[list[str]]
+    teacher_scores: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def to(self, device) -> "ListBatch":
+        self.teacher_scores = self.teacher_scores.to(device)
+        self.mask = self.mask.to(device)
+        return self
+
+
+class _Lists(Dataset):
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+def collate_lists(rows: list[dict], list_size: int) -> ListBatch:
+    """Keep each list's first ``list_size`` candidates (the fused retrieval order) and pad."""
+    passages, doc_ids, scores, masks = [], [], [], []
+    for row in rows:
+        cands = row["candidates"][:list_size]
+        pad = list_size - len(cands)
+        passages += [c["text"] for c in cands] + [cands[0]["text"]] * pad
+        doc_ids.append([c["doc_id"] for c in cands] + [""] * pad)
+        scores.append([math.nan if c["teacher_score"] is None else float(c["teacher_score"]) for c in cands]
+                      + [0.0] * pad)
+        masks.append([True] * len(cands) + [False] * pad)
+    return ListBatch(
+        query_ids=[r["query_id"] for r in rows], queries=[r["query"] for r in rows], passages=passages,
+        doc_ids=doc_ids, teacher_scores=torch.tensor(scores, dtype=torch.float32),
+        mask=torch.tensor(masks, dtype=torch.bool),
+    )
+
+
+class ListsDataModule(L.LightningDataModule):
+    """Mined lists, split by query into train and a seeded held-out dev part.
+
+    Args:
+        lists: a saved list dataset folder (``distill mine`` output) or a ``.jsonl`` of lists.
+        mine_config: a ``recipes/mine/*.yaml``; when ``lists`` does not exist yet it is mined first.
+        list_size: candidates per list (CADET: 20).
+        batch_size: lists per optimiser step on each device.
+        dev_fraction: share of queries held out for checkpoint selection (never the test sets).
+        max_lists: cap on training lists (quick runs).
+    """
+
+    def __init__(self, lists: str, mine_config: str | None = None, list_size: int = 20, batch_size: int = 16,
+                 dev_fraction: float = 0.1, seed: int = 0, num_workers: int = 0, max_lists: int | None = None):
+        super().__init__()
+        if list_size < 2:
+            raise ValueError(f"list_size must be >= 2, got {list_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lists, self.mine_config = lists, mine_config
+        self.list_size, self.batch_size = list_size, batch_size
+        self.dev_fraction, self.seed, self.num_workers, self.max_lists = dev_fraction, seed, num_workers, max_lists
+        self.train_rows: list[dict] = []
+        self.dev_rows: list[dict] = []
+
+    def prepare_data(self) -> None:
+        if not Path(self.lists).exists():
+            if not self.mine_config:
+                raise FileNotFoundError(f"{self.lists}: no such lists; run `distill mine` or set data.mine_config")
+            from distill.mining.mine import mine_from_config
+
+            mine_from_config(self.mine_config, output=self.lists)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_rows:
+            return
+        ds = load_lists(self.lists)
+        train, dev = split_by_query(ds, self.dev_fraction, self.seed)
+        if self.max_lists is not None:
+            train = train.select(range(min(self.max_lists, len(train))))
+        if len(train) == 0:
+            raise ValueError(f"{self.lists}: no training lists left after the dev split")
+        self.train_rows, self.dev_rows = train.to_list(), dev.to_list()
+
+    def _loader(self, rows, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(_Lists(rows), batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+                          num_workers=self.num_workers, collate_fn=functools.partial(collate_lists, list_size=self.list_size))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_rows, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.dev_rows, shuffle=False) if self.dev_rows else []

@@ -1,0 +1,218 @@
+"""DistillationModule: a frozen cross-encoder teacher and a dual-encoder student, trained with
+``kl_weight · listwise KL + contrastive_weight · InfoNCE`` (CADET, Tamber et al. 2025).
+
+Manual optimisation, because large batches go through the GradCache engine (chunked two-pass
+encoding) and the contrastive term needs every passage of the batch — and of every other device.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import lightning as L
+import torch
+from torchmetrics.functional.regression import kendall_rank_corrcoef
+from torchmetrics.functional.retrieval import retrieval_normalized_dcg
+
+from distill.losses import DistillationObjective, ObjectiveConfig, list_scores, listwise_kl
+from distill.training.datamodule import ListBatch
+from distill.training.distributed import gather_other_ranks, gather_other_ranks_objects
+from distill.training.gradcache import GradCache
+
+
+@dataclass
+class StudentConfig:
+    """The student dual encoder; None means "the model name's default"."""
+
+    name: str = "all-MiniLM-L6-v2"
+    pooling: str | None = None
+    normalize: bool | None = None
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
+    query_max_length: int | None = None
+    passage_max_length: int | None = None
+    gradient_checkpointing: bool = False
+
+    def options(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "name" and v is not None}
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen teacher; it scores only lists that arrive without teacher scores."""
+
+    name: str = "ms-marco-MiniLM-L-12-v2"
+    batch_size: int = 64
+    max_length: int | None = 256
+    cache: str | None = None
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"optimizer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+class DistillationModule(L.LightningModule):
+    """Args mirror the recipe YAML's ``model:`` section.
+
+    Args:
+        student: the dual encoder to train.
+        teacher: the frozen cross-encoder (used only for lists without scores; None forbids that).
+        objective: loss weights and temperatures (KL-only / InfoNCE-only are weights at 0).
+        optimizer: AdamW with linear warm-up then linear decay, gradient clipping.
+        chunk_size: GradCache chunk (sequences per encoder pass); None encodes the batch at once.
+        cross_device_negatives: under DDP, every other device's passages are InfoNCE negatives.
+    """
+
+    def __init__(self, student: StudentConfig = StudentConfig(), teacher: TeacherConfig | None = TeacherConfig(),
+                 objective: ObjectiveConfig = ObjectiveConfig(), optimizer: OptimizerConfig = OptimizerConfig(),
+                 chunk_size: int | None = None, cross_device_negatives: bool = True):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        from students import load_student
+
+        self.student_config, self.teacher_config = student, teacher
+        self.student = load_student(student.name, **student.options())
+        self.objective = DistillationObjective(objective)
+        self.optimizer_config = optimizer
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or null, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.cross_device_negatives = cross_device_negatives
+        self._teacher = None  # built lazily: an ONNX session is no nn.Module and never checkpointed
+
+    # ---- teacher ---------------------------------------------------------------------------
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            if self.teacher_config is None:
+                raise ValueError("a list has no teacher scores and the recipe names no teacher (model.teacher)")
+            from distill.paths import cache_root
+            from teachers import load_teacher
+
+            tc = self.teacher_config
+            self._teacher = load_teacher(tc.name, batch_size=tc.batch_size, max_length=tc.max_length,
+                                         cache=tc.cache or str(cache_root() / "teacher_scores.sqlite"))
+        return self._teacher
+
+    def fill_teacher_scores(self, batch: ListBatch) -> torch.Tensor:
+        scores = batch.teacher_scores
+        missing = torch.isnan(scores) & batch.mask
+        if missing.any():
+            rows, cols = missing.nonzero(as_tuple=True)
+        else:
+            return scores.masked_fill(~batch.mask, 0.0)
+        L_ = scores.shape[1]
+        queries = [batch.queries[i] for i in rows.tolist()]
+        passages = [batch.passages[i * L_ + j] for i, j in zip(rows.tolist(), cols.tolist())]
+        scores = scores.clone()
+        scores[rows, cols] = self.teacher.score(queries, passages).to(scores)
+        return scores.masked_fill(~batch.mask, 0.0)
+
+    def on_train_epoch_start(self) -> None:
+        # from_pretrained leaves models in eval mode; fine-tuning wants dropout on
+        self.student.train()
+
+    # ---- loss ------------------------------------------------------------------------------
+    def _loss(self, query_emb, passage_emb, scores, batch: ListBatch):
+        extra = extra_ids = extra_mask = None
+        if self.cross_device_negatives and self.objective.config.contrastive_weight > 0 and self.trainer.world_size > 1:
+            extra = gather_other_ranks(passage_emb)
+            extra_ids = [d for ids in gather_other_ranks_objects(batch.doc_ids) for row in ids for d in row]
+            extra_mask = torch.tensor([bool(d) for d in extra_ids], device=passage_emb.device)
+        out = self.objective(query_emb, passage_emb, scores, batch.doc_ids, candidate_mask=batch.mask,
+                             extra_passage_emb=extra, extra_doc_ids=extra_ids, extra_passage_mask=extra_mask)
+        return out["loss"], {k: v for k, v in out.items() if k != "loss"}
+
+    def training_step(self, batch: ListBatch, batch_idx: int):
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        scores = self.fill_teacher_scores(batch)
+        q_tok = self.student.tokenize_queries(batch.queries)
+        p_tok = self.student.tokenize_passages(batch.passages)
+        if self.chunk_size is None:
+            q = self.student.forward_tokens(q_tok, "query")
+            p = self.student.forward_tokens(p_tok, "passage")
+            loss, terms = self._loss(q, p, scores, batch)
+            self.manual_backward(loss)
+            loss = loss.detach()
+        else:
+            engine = GradCache(
+                {"query": lambda b: self.student.forward_tokens(b, "query"),
+                 "passage": lambda b: self.student.forward_tokens(b, "passage")},
+                lambda q, p: self._loss(q, p, scores, batch),
+                chunk_sizes=self.chunk_size,
+                backward_fn=lambda t, g: self.manual_backward(t, gradient=g),
+            )
+            result = engine({"query": dict(q_tok), "passage": dict(p_tok)})
+            loss, terms = result.loss, result.aux
+        if self.optimizer_config.max_grad_norm:
+            self.clip_gradients(opt, gradient_clip_val=self.optimizer_config.max_grad_norm,
+                                gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        size = len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=size)
+        self.log("train/lr", sched.get_last_lr()[0], batch_size=size)
+        return loss
+
+    # ---- honest validation: the held-out dev lists only -------------------------------------
+    def validation_step(self, batch: ListBatch, batch_idx: int):
+        scores = self.fill_teacher_scores(batch)
+        q = self.student.forward_tokens(self.student.tokenize_queries(batch.queries), "query")
+        p = self.student.forward_tokens(self.student.tokenize_passages(batch.passages), "passage")
+        student = list_scores(q.float(), p.float())
+        cfg = self.objective.config
+        kl = listwise_kl(student, scores, cfg.student_temperature, cfg.teacher_temperature,
+                         cfg.teacher_normalization, mask=batch.mask)
+        taus, ndcgs = [], []
+        for s, t, m in zip(student, scores, batch.mask):
+            s, t = s[m].float(), t[m].float()
+            if len(s) < 2:
+                continue
+            tau = kendall_rank_corrcoef(s, t)
+            taus.append(0.0 if torch.isnan(tau) else tau.item())
+            # gains: the teacher's scores min-max normalised per list
+            gains = (t - t.min()) / (t.max() - t.min()) if t.max() > t.min() else torch.ones_like(t)
+            ndcgs.append(retrieval_normalized_dcg(s, gains, top_k=10).item())
+        size = len(batch)
+        self.log("dev/kl", kl, prog_bar=True, batch_size=size, sync_dist=True)
+        if taus:
+            self.log("dev/kendall_tau", sum(taus) / len(taus), batch_size=size, sync_dist=True)
+            self.log("dev/ndcg@10_vs_teacher", sum(ndcgs) / len(ndcgs), prog_bar=True, batch_size=size,
+                     sync_dist=True)
+
+    # ---- optimiser -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        cfg = self.optimizer_config
+        decay, no_decay = [], []
+        for name, param in self.student.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(cfg.warmup_ratio * total)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device) if isinstance(batch, ListBatch) else super().transfer_batch_to_device(batch, device, dataloader_idx)
