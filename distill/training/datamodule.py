@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from distill.data.lists import load_lists, split_by_query
 
@@ -66,6 +66,43 @@ def collate_lists(rows: list[dict], list_size: int) -> ListBatch:
     )
 
 
+class EpochSampler(Sampler[int]):
+    """A permutation that is a function of (seed, epoch) alone, and can skip the batches a killed
+    run had already trained on, so a resumed run sees exactly the data an uninterrupted run sees."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch, self.skip = size, seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        skip, self.skip = self.skip, 0
+        return iter(order[skip:])
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader Lightning checkpoints: it records how many batches of the epoch were trained."""
+
+    def __init__(self, *args, progress=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._progress = progress
+
+    def state_dict(self) -> dict:
+        epoch, done = self._progress() if self._progress else (0, 0)
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict) -> None:
+        if isinstance(self.sampler, EpochSampler):
+            self.sampler.epoch = state["epoch"]
+            self.sampler.skip = state["batches_done"] * self.batch_size
+
+
 class ListsDataModule(L.LightningDataModule):
     """Mined lists, split by query into train and a seeded held-out dev part.
 
@@ -110,13 +147,21 @@ class ListsDataModule(L.LightningDataModule):
             raise ValueError(f"{self.lists}: no training lists left after the dev split")
         self.train_rows, self.dev_rows = train.to_list(), dev.to_list()
 
-    def _loader(self, rows, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(_Lists(rows), batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, collate_fn=functools.partial(collate_lists, list_size=self.list_size))
+    def _collate(self):
+        return functools.partial(collate_lists, list_size=self.list_size)
+
+    def _train_progress(self) -> tuple[int, int]:
+        loop = self.trainer.fit_loop
+        # ``processed``: batches whose step ran (the checkpoint is written in on_train_batch_end)
+        return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_rows, shuffle=True)
+        return ResumableLoader(_Lists(self.train_rows), batch_size=self.batch_size,
+                               sampler=EpochSampler(len(self.train_rows), self.seed), num_workers=self.num_workers,
+                               collate_fn=self._collate(), progress=self._train_progress if self.trainer else None)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.dev_rows, shuffle=False) if self.dev_rows else []
+        if not self.dev_rows:
+            return []
+        return DataLoader(_Lists(self.dev_rows), batch_size=self.batch_size, shuffle=False,
+                          num_workers=self.num_workers, collate_fn=self._collate())

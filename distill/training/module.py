@@ -119,6 +119,18 @@ class DistillationModule(L.LightningModule):
         scores[rows, cols] = self.teacher.score(queries, passages).to(scores)
         return scores.masked_fill(~batch.mask, 0.0)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # dropout masks after a resume must continue the interrupted run's random stream
+        checkpoint["rng_cpu"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["rng_cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_cpu" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_cpu"])
+        if "rng_cuda" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
+
     def on_train_epoch_start(self) -> None:
         # from_pretrained leaves models in eval mode; fine-tuning wants dropout on
         self.student.train()
