@@ -61,6 +61,13 @@ def _cmd_mine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from distill.compare import compare
+
+    print(compare(args.reports, names=args.names, metric=args.metric))
+    return 0
+
+
 def _cmd_fit(argv: list[str]) -> int:
     from distill.training.cli import run_fit
 
@@ -93,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--config", required=True, type=Path)
     mine.add_argument("--output", type=Path)
 
+    cmp_ = sub.add_parser("compare", help="evaluation reports side by side with paired significance tests")
+    cmp_.add_argument("reports", nargs="+", type=Path, help="`distill evaluate --output` JSON files; first = baseline")
+    cmp_.add_argument("--names", nargs="+")
+    cmp_.add_argument("--metric", default="ndcg@10")
+
     sub.add_parser("fit", help="train a student from a recipe (LightningCLI; see `distill fit --help`)",
                    add_help=False)
     return parser
@@ -107,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "models" and args.action == "path" and not args.name:
             raise ValueError("usage: distill models path NAME")
-        handler = {"models": _cmd_models, "evaluate": _cmd_evaluate, "mine": _cmd_mine}[args.command]
+        handler = {"models": _cmd_models, "evaluate": _cmd_evaluate, "mine": _cmd_mine,
+                   "compare": _cmd_compare}[args.command]
         return handler(args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
         if os.environ.get("DISTILL_DEBUG"):

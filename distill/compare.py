@@ -1,0 +1,63 @@
+"""`distill compare`: evaluation reports side by side, with paired significance against the first.
+
+Each report is a JSON written by `distill evaluate --output` (it carries per-query scores). The
+test is a two-sided paired randomisation (sign-flip) test on per-query nDCG@10 over the queries
+both reports scored, as is customary in IR (Smucker et al. 2007).
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from distill.evaluation.metrics import METRICS
+
+
+def load_report(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such report") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+    for key in (*METRICS, "num_queries"):
+        if key not in report:
+            raise ValueError(f"{path}: {key}: missing (not a `distill evaluate --output` report)")
+    return report
+
+
+def paired_randomization(a: list[float], b: list[float], trials: int = 10_000, seed: int = 0) -> float:
+    """Two-sided p-value that mean(b - a) is 0, flipping the sign of each paired difference."""
+    diffs = [y - x for x, y in zip(a, b)]
+    if not diffs:
+        return 1.0
+    observed = abs(sum(diffs))
+    rng = random.Random(seed)
+    hits = sum(abs(sum(d if rng.random() < 0.5 else -d for d in diffs)) >= observed - 1e-12
+               for _ in range(trials))
+    return (hits + 1) / (trials + 1)
+
+
+def compare(paths: list[str | Path], names: list[str] | None = None, metric: str = "ndcg@10") -> str:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    reports = [load_report(p) for p in paths]
+    names = names or [Path(p).stem for p in paths]
+    if len(names) != len(reports):
+        raise ValueError(f"{len(names)} names for {len(reports)} reports")
+    base = reports[0]
+    width = max(len(n) for n in names)
+    lines = [f"{'':<{width}}  " + "  ".join(f"{m:>10}" for m in METRICS) + f"  {'Δ ' + metric:>10}  {'p':>7}"]
+    for name, report in zip(names, reports):
+        row = f"{name:<{width}}  " + "  ".join(f"{100 * report[m]:>10.2f}" for m in METRICS)
+        if report is base:
+            row += f"  {'':>10}  {'':>7}"
+        else:
+            delta = 100 * (report[metric] - base[metric])
+            shared = sorted(set(base.get("per_query", {})) & set(report.get("per_query", {})))
+            p = paired_randomization([base["per_query"][q][metric] for q in shared],
+                                     [report["per_query"][q][metric] for q in shared]) if shared else float("nan")
+            row += f"  {delta:>+10.2f}  {p:>7.4f}"
+        lines.append(row)
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Converters from packaged model formats to ordinary Hugging Face / sentence-transformers folders."""
