@@ -8,12 +8,12 @@ prompts. A sidecar JSON keeps what that format cannot hold (the query max length
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
+from distill.atomic import swap_folder
 from students.dual_encoder import _OPTION_FIELDS, SIDECAR, DualEncoder, load_student
 
 _POOLING_FLAGS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
@@ -33,13 +33,7 @@ def save_sentence_transformers(encoder: DualEncoder, path: str | Path) -> Path:
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         _write_folder(encoder, tmp)
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+        swap_folder(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

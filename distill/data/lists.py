@@ -10,7 +10,6 @@ Lists live on disk as a Hugging Face dataset (``save_to_disk``) or, for hand-mad
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Iterable
 
 from datasets import Dataset, Features, List, Value, load_from_disk
 
+from distill.atomic import swap_folder
 from distill.data.corpora import DataError, iter_jsonl, require_str
 
 CANDIDATE = {
@@ -118,14 +118,7 @@ def save_lists(ds: Dataset, path: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         ds.save_to_disk(str(tmp))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        swap_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,12 +1,10 @@
 """Evaluation reports: the terminal table and the JSON file."""
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.atomic import write_json_atomic
 from distill.evaluation.metrics import METRICS
 
 
@@ -49,18 +47,3 @@ class Report:
                          + f"  {m['num_queries']:>7d}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-
-def write_json_atomic(path: str | Path, obj) -> None:
-    """Write JSON through a temporary file and rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -45,6 +45,7 @@ from typing import Iterator
 
 import numpy as np
 
+from distill.atomic import swap_folder
 from distill.paths import cache_root
 
 SOURCE_FILE = "e5-small-q4.bin"
@@ -529,13 +530,4 @@ def build_e5_folder(dest: Path | None = None, source: Path | None = None, force:
     return dest
 
 
-def _swap_into_place(work: Path, dest: Path) -> None:
-    if dest.exists():
-        # rename() cannot replace a non-empty folder: move the old one aside first. Readers that
-        # already opened files in it keep them (POSIX); new readers see the new folder.
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        os.replace(dest, old)
-        os.replace(work, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, dest)
+_swap_into_place = swap_folder

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, normalize_text
 from distill.data.lists import lists_from_rows, save_lists
-from distill.evaluation.report import write_json_atomic
+from distill.atomic import write_json_atomic
 from distill.paths import cache_root
 from distill.retrieval.fusion import reciprocal_rank_fusion
 

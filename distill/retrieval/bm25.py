@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from distill import jvm
+from distill.atomic import swap_folder
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,10 @@ class BM25Index:
                 "anserini": jvm.anserini_jar().name, "num_docs": len(docs), "num_indexed": indexed,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-            if overwrite and index_dir.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.old-", dir=index_dir.parent))
-                os.replace(index_dir, old / "index")
-                os.replace(tmp, index_dir)
-                shutil.rmtree(old, ignore_errors=True)
+            if overwrite or not index_dir.exists():
+                swap_folder(tmp, index_dir)
             else:
-                os.rename(tmp, index_dir)
+                os.rename(tmp, index_dir)  # fails if another process got there first: handled by the caller
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

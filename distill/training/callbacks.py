@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from distill.evaluation.evaluate import evaluate_encoder
-from distill.evaluation.report import write_json_atomic
+from distill.atomic import write_json_atomic
 
 
 class RetrievalMonitor(Callback):

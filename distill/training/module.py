@@ -6,8 +6,7 @@ encoding) and the contrastive term needs every passage of the batch — and of e
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import lightning as L
 import torch
