@@ -24,7 +24,6 @@ ordinary Hugging Face folder under the cache root: parsing the GGUF's metadata, 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import math
@@ -785,11 +784,9 @@ def _gguf_model(gguf: Path):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    if importlib.util.find_spec("accelerate") is not None:
-        return AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # transformers refuses gguf_file= without accelerate (it wants it for weight placement only);
-    # the same conversion by hand: config from the file, tensors dequantised and renamed by
-    # transformers' GGUF reader (same code path, bit-identical weights).
+    # Not from_pretrained(gguf_file=...): that needs accelerate and marks the model as "quantized
+    # with gguf", which save_pretrained refuses. The same conversion by hand: config from the file,
+    # tensors dequantised and renamed by transformers' own GGUF reader (bit-identical weights).
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

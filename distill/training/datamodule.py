@@ -71,7 +71,8 @@ class EpochSampler(Sampler[int]):
     run had already trained on, so a resumed run sees exactly the data an uninterrupted run sees."""
 
     def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch, self.skip = size, seed, 0, 0
+        self.size, self.seed, self.epoch = size, seed, 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, samples already trained)
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
         self.epoch = epoch
@@ -79,7 +80,11 @@ class EpochSampler(Sampler[int]):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
-        skip, self.skip = self.skip, 0
+        skip = 0
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            # a checkpoint written after the epoch's last batch resumes at the next epoch: skip nothing
+            skip = self.resume_at[1] if self.resume_at[1] < self.size else 0
+        self.resume_at = None
         return iter(order[skip:])
 
     def __len__(self) -> int:
@@ -99,8 +104,7 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         if isinstance(self.sampler, EpochSampler):
-            self.sampler.epoch = state["epoch"]
-            self.sampler.skip = state["batches_done"] * self.batch_size
+            self.sampler.resume_at = (state["epoch"], state["batches_done"] * self.batch_size)
 
 
 class ListsDataModule(L.LightningDataModule):
