@@ -34,8 +34,11 @@ class DistillCLI(LightningCLI):
 
         datasets = list(cfg["evaluation"]["datasets"] or [])
         extra = [
+            # selection: saved right after each validation, so the score belongs to the weights saved
             ModelCheckpoint(dirpath=str(Path(root) / "checkpoints"), monitor="dev/kl", mode="min",
-                            save_last=True, save_top_k=1, filename="best-{step}",
+                            save_top_k=1, filename="best-{step}"),
+            # resumption: `last.ckpt` every few steps, whatever the dev score
+            ModelCheckpoint(dirpath=str(Path(root) / "checkpoints"), save_last=True, save_top_k=0,
                             every_n_train_steps=cfg["checkpoint"]["every_n_train_steps"]),
             RetrievalMonitor(datasets, every_n_epochs=cfg["evaluation"]["every_n_epochs"]),
             ExportStudent(datasets),
