@@ -136,7 +136,7 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if last.is_file() and torch.load(last, map_location="cpu", weights_only=False)["global_step"] >= 10:
+        if last.is_file() and torch.load(last, map_location="cpu", weights_only=False)["global_step"] >= 12:
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run finished before it could be killed"

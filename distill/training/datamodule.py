@@ -75,16 +75,19 @@ class EpochSampler(Sampler[int]):
         self.resume_at: tuple[int, int] | None = None  # (epoch, samples already trained)
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
+        if self.resume_at is not None and self.resume_at[0] != epoch:
+            self.resume_at = None  # the resumed epoch is over
         self.epoch = epoch
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
         skip = 0
-        if self.resume_at is not None and self.resume_at[0] == self.epoch:
-            # a checkpoint written after the epoch's last batch resumes at the next epoch: skip nothing
-            skip = self.resume_at[1] if self.resume_at[1] < self.size else 0
-        self.resume_at = None
+        # Lightning may iterate more than once per epoch (its fetcher prefetches at setup), so the
+        # skip holds for the whole resumed epoch; a checkpoint taken after the epoch's last batch
+        # resumes at the next epoch and skips nothing.
+        if self.resume_at is not None and self.resume_at[0] == self.epoch and self.resume_at[1] < self.size:
+            skip = self.resume_at[1]
         return iter(order[skip:])
 
     def __len__(self) -> int:
@@ -104,6 +107,7 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         if isinstance(self.sampler, EpochSampler):
+            self.sampler.epoch = state["epoch"]
             self.sampler.resume_at = (state["epoch"], state["batches_done"] * self.batch_size)
 
 
