@@ -30,7 +30,11 @@ def tiny(tmp_path_factory):
 
 
 def _fit_cli(args: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a clean environment: nothing an earlier test (or Lightning in this process) exported leaks in
+    keep = ("PATH", "HOME", "LANG", "TMPDIR", "DISTILL_DATA")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false")
     return subprocess.Popen([sys.executable, "-m", "distill.cli", "fit", "--config", str(ROOT / "recipes/smoke.yaml"),
                              *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
