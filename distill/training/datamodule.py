@@ -94,23 +94,6 @@ class EpochSampler(Sampler[int]):
         return self.size
 
 
-class ResumableLoader(DataLoader):
-    """A DataLoader Lightning checkpoints: it records how many batches of the epoch were trained."""
-
-    def __init__(self, *args, progress=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._progress = progress
-
-    def state_dict(self) -> dict:
-        epoch, done = self._progress() if self._progress else (0, 0)
-        return {"epoch": epoch, "batches_done": done}
-
-    def load_state_dict(self, state: dict) -> None:
-        if isinstance(self.sampler, EpochSampler):
-            self.sampler.epoch = state["epoch"]
-            self.sampler.resume_at = (state["epoch"], state["batches_done"] * self.batch_size)
-
-
 class ListsDataModule(L.LightningDataModule):
     """Mined lists, split by query into train and a seeded held-out dev part.
 
@@ -135,6 +118,27 @@ class ListsDataModule(L.LightningDataModule):
         self.dev_fraction, self.seed, self.num_workers, self.max_lists = dev_fraction, seed, num_workers, max_lists
         self.train_rows: list[dict] = []
         self.dev_rows: list[dict] = []
+        self._sampler: EpochSampler | None = None
+        self._resume_at: tuple[int, int] | None = None
+
+    # Resumption lives in the datamodule's own checkpoint entry, not in a stateful DataLoader:
+    # Lightning builds the train loader before it restores loop state (configure_optimizers asks
+    # for estimated_stepping_batches), so a loader's load_state_dict is never called on resume,
+    # whereas the datamodule is restored before anything is built.
+    def state_dict(self) -> dict:
+        if self.trainer is None:
+            return {}
+        loop = self.trainer.fit_loop
+        # ``processed``: batches whose step ran (the checkpoint is written in on_train_batch_end)
+        return {"epoch": loop.epoch_progress.current.processed,
+                "batches_done": loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "epoch" not in state:
+            return
+        self._resume_at = (int(state["epoch"]), int(state["batches_done"]) * self.batch_size)
+        if self._sampler is not None:
+            self._sampler.epoch, self._sampler.resume_at = self._resume_at[0], self._resume_at
 
     def prepare_data(self) -> None:
         if not Path(self.lists).exists():
@@ -158,15 +162,12 @@ class ListsDataModule(L.LightningDataModule):
     def _collate(self):
         return functools.partial(collate_lists, list_size=self.list_size)
 
-    def _train_progress(self) -> tuple[int, int]:
-        loop = self.trainer.fit_loop
-        # ``processed``: batches whose step ran (the checkpoint is written in on_train_batch_end)
-        return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.processed
-
     def train_dataloader(self) -> DataLoader:
-        return ResumableLoader(_Lists(self.train_rows), batch_size=self.batch_size,
-                               sampler=EpochSampler(len(self.train_rows), self.seed), num_workers=self.num_workers,
-                               collate_fn=self._collate(), progress=self._train_progress if self.trainer else None)
+        self._sampler = EpochSampler(len(self.train_rows), self.seed)
+        if self._resume_at is not None:
+            self._sampler.epoch, self._sampler.resume_at = self._resume_at[0], self._resume_at
+        return DataLoader(_Lists(self.train_rows), batch_size=self.batch_size, sampler=self._sampler,
+                          num_workers=self.num_workers, collate_fn=self._collate())
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.dev_rows:
