@@ -62,9 +62,12 @@ def _cmd_mine(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from distill.compare import compare
+    from distill.compare import by_type, compare
 
     print(compare(args.reports, names=args.names, metric=args.metric))
+    if args.by_type:
+        print()
+        print(by_type(args.reports, names=args.names, metric=args.metric))
     return 0
 
 
@@ -104,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("reports", nargs="+", type=Path, help="`distill evaluate --output` JSON files; first = baseline")
     cmp_.add_argument("--names", nargs="+")
     cmp_.add_argument("--metric", default="ndcg@10")
+    cmp_.add_argument("--by-type", action="store_true", help="also the per-query-type breakdown (CapRetrieval)")
 
     sub.add_parser("fit", help="train a student from a recipe (LightningCLI; see `distill fit --help`)",
                    add_help=False)

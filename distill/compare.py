@@ -39,6 +39,31 @@ def paired_randomization(a: list[float], b: list[float], trials: int = 10_000, s
     return (hits + 1) / (trials + 1)
 
 
+def by_type(paths: list[str | Path], names: list[str] | None = None, metric: str = "ndcg@10") -> str:
+    """One row per query type (CapRetrieval's ``types.json``: the granularity of what a query asks
+    for), one column per report, and each later report's change against the first."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    reports = [load_report(p) for p in paths]
+    names = names or [Path(p).stem for p in paths]
+    if len(names) != len(reports):
+        raise ValueError(f"{len(names)} names for {len(reports)} reports")
+    types = sorted({t for r in reports for t in r.get("by_type", {})})
+    if not types:
+        raise ValueError(f"{paths[0]}: by_type: missing (the data set has no query types)")
+    tw = max(len(t) for t in types + ["type"])
+    cw = max(10, *(len(n) for n in names))
+    lines = [f"{'type':<{tw}}  {'queries':>7}  " + "  ".join(f"{n:>{cw}}" for n in names)
+             + "".join(f"  {'Δ ' + n:>{cw + 2}}" for n in names[1:])]
+    for t in types:
+        cells = [r.get("by_type", {}).get(t) for r in reports]
+        count = next((c["num_queries"] for c in cells if c), 0)
+        values = [100 * c[metric] if c else float("nan") for c in cells]
+        lines.append(f"{t:<{tw}}  {count:>7d}  " + "  ".join(f"{v:>{cw}.2f}" for v in values)
+                     + "".join(f"  {v - values[0]:>+{cw + 2}.2f}" for v in values[1:]))
+    return "\n".join(lines)
+
+
 def compare(paths: list[str | Path], names: list[str] | None = None, metric: str = "ndcg@10") -> str:
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
