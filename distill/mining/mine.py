@@ -306,6 +306,10 @@ def _count(items) -> dict:
 
 
 def mine_from_config(path: str | Path, output: str | Path | None = None) -> Path:
+    from distill.mining.transfer import is_transfer_recipe, transfer_from_config
+
+    if is_transfer_recipe(path):  # `source:` → carry scored lists over to a parallel set (mining/transfer.py)
+        return transfer_from_config(path, output=output)
     config = MineConfig.from_yaml(path)
     if output is not None:
         config.output = str(output)
