@@ -39,15 +39,21 @@ def paired_randomization(a: list[float], b: list[float], trials: int = 10_000, s
     return (hits + 1) / (trials + 1)
 
 
-def by_type(paths: list[str | Path], names: list[str] | None = None, metric: str = "ndcg@10") -> str:
-    """One row per query type (CapRetrieval's ``types.json``: the granularity of what a query asks
-    for), one column per report, and each later report's change against the first."""
+def load_reports(paths: list[str | Path], names: list[str] | None, metric: str) -> tuple[list[dict], list[str]]:
+    """The reports and their display names (file stems unless given), checked against ``metric``."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     reports = [load_report(p) for p in paths]
-    names = names or [Path(p).stem for p in paths]
+    names = list(names or [Path(p).stem for p in paths])
     if len(names) != len(reports):
         raise ValueError(f"{len(names)} names for {len(reports)} reports")
+    return reports, names
+
+
+def by_type(paths: list[str | Path], names: list[str] | None = None, metric: str = "ndcg@10") -> str:
+    """One row per query type (CapRetrieval's ``types.json``: the granularity of what a query asks
+    for), one column per report, and each later report's change against the first."""
+    reports, names = load_reports(paths, names, metric)
     types = sorted({t for r in reports for t in r.get("by_type", {})})
     if not types:
         raise ValueError(f"{paths[0]}: by_type: missing (the data set has no query types)")
@@ -65,12 +71,7 @@ def by_type(paths: list[str | Path], names: list[str] | None = None, metric: str
 
 
 def compare(paths: list[str | Path], names: list[str] | None = None, metric: str = "ndcg@10") -> str:
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    reports = [load_report(p) for p in paths]
-    names = names or [Path(p).stem for p in paths]
-    if len(names) != len(reports):
-        raise ValueError(f"{len(names)} names for {len(reports)} reports")
+    reports, names = load_reports(paths, names, metric)
     base = reports[0]
     width = max(len(n) for n in names)
     lines = [f"{'':<{width}}  " + "  ".join(f"{m:>10}" for m in METRICS) + f"  {'Δ ' + metric:>10}  {'p':>7}"]

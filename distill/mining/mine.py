@@ -13,12 +13,12 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
 from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, normalize_text
 from distill.data.lists import lists_from_rows, save_lists
 from distill.atomic import write_json_atomic
+from distill.mining.recipe import read_recipe
 from distill.paths import cache_root
 from distill.retrieval.fusion import reciprocal_rank_fusion
 
@@ -106,18 +106,7 @@ class MineConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "MineConfig":
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such recipe") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise ValueError(f"{path}{line}: malformed YAML ({getattr(err, 'problem', err)})") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of recipe keys")
-        return cls.from_dict(raw, where=str(path))
+        return cls.from_dict(read_recipe(path), where=str(path))
 
 
 def _key(*parts) -> str:

@@ -32,6 +32,7 @@ import yaml
 from distill.atomic import write_json_atomic
 from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, normalize_text
 from distill.mining.queries import KeywordConfig, _zh_candidates
+from distill.mining.recipe import read_recipe
 
 
 class QueryEncoder(Protocol):
@@ -90,21 +91,7 @@ class TransferConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TransferConfig":
         path = Path(path)
-        return cls.from_dict(_read_yaml(path), where=str(path))
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such recipe") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ValueError(f"{path}{line}: malformed YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of recipe keys")
-    return raw
+        return cls.from_dict(read_recipe(path), where=str(path))
 
 
 def is_transfer_recipe(path: str | Path) -> bool:
