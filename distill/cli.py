@@ -44,6 +44,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     config = EvalConfig(
         model=args.model, dataset=args.dataset, split=args.split, rerank=args.rerank, depth=args.depth,
         batch_size=args.batch_size, normalize_text=args.normalize_text, show_progress=not args.quiet,
+        precision=args.precision,
     )
     report = evaluate(config, run_file=args.run_file)
     print(report.table())
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--normalize-text", action=argparse.BooleanOptionalAction, default=None,
                     help="lower-case and collapse white space (default: the data set's convention)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="encoder precision (auto: bf16 where the hardware has bf16 units)")
 
     mine = sub.add_parser("mine", help="build teacher-scored training lists from a recipe")
     mine.add_argument("--config", required=True, type=Path)

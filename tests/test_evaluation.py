@@ -65,3 +65,22 @@ def test_evaluate_cli_writes_json_and_fails_in_one_line(tmp_path):
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "neither a known data set" in bad.stderr
+
+
+def test_precision_flag_reaches_the_encoder(tmp_path):
+    from factories import make_tiny_bert
+
+    from distill.evaluation.evaluate import EvalConfig
+
+    folder = tmp_path / "capset"
+    folder.mkdir()
+    (folder / "candidates.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
+                                                     for i, t in enumerate(["the cat sat", "a dog went home"])))
+    (folder / "queries.jsonl").write_text(json.dumps({"id": "q1", "query": "cat", "positives": [{"id": "d0", "score": 1}]}) + "\n")
+    rs = load_retrieval_set(str(folder))
+    bert = make_tiny_bert(tmp_path / "bert")
+    assert build_retriever(str(bert), rs, True, precision="fp32").encoder.bf16 is False
+    assert build_retriever(str(bert), rs, True, precision="bf16").encoder.bf16 is True
+    assert build_retriever(str(bert), rs, True).encoder.bf16 is None  # auto: decided by the hardware
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        EvalConfig(model="bm25", dataset="x", precision="fp16")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from teachers.base import Teacher
 
 BM25_NAMES = ("bm25",)
+PRECISIONS = {"auto": None, "bf16": True, "fp32": False}
 
 
 class Retriever(Protocol):
@@ -42,8 +43,11 @@ class EvalConfig:
     normalize_text: bool | None = None  # None: the data set's own convention
     show_progress: bool = True
     teacher_cache: str | None = field(default=None)
+    precision: str = "auto"  # the encoder's: auto (bf16 where the hardware has bf16 units), bf16, fp32
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.depth <= 0:
             raise ValueError(f"--depth must be positive, got {self.depth}")
         if self.k < 100:
@@ -58,7 +62,7 @@ def corpus_texts(rs: RetrievalSet, normalize: bool) -> tuple[list[str], list[str
 
 
 def build_retriever(model: str, rs: RetrievalSet, normalize: bool, batch_size: int = 64,
-                    show_progress: bool = True) -> Retriever:
+                    show_progress: bool = True, precision: str = "auto") -> Retriever:
     """BM25 (pyserini, in-process) for ``bm25``; else a dense retriever over the named encoder."""
     ids, texts = corpus_texts(rs, normalize)
     if model.lower() in BM25_NAMES:
@@ -68,7 +72,7 @@ def build_retriever(model: str, rs: RetrievalSet, normalize: bool, batch_size: i
     from distill.retrieval.dense import DenseRetriever
     from students import load_student
 
-    encoder = load_student(model)
+    encoder = load_student(model, bf16=PRECISIONS[precision])
     return DenseRetriever(encoder, batch_size=batch_size, show_progress=show_progress).index_corpus(ids, texts)
 
 
@@ -144,7 +148,8 @@ def evaluate(config: EvalConfig, run_file: Path | None = None) -> Report:
     """`distill evaluate`: load, retrieve, optionally rerank, score."""
     rs = load_retrieval_set(config.dataset)
     normalize = rs.normalize_text if config.normalize_text is None else config.normalize_text
-    retriever = build_retriever(config.model, rs, normalize, config.batch_size, config.show_progress)
+    retriever = build_retriever(config.model, rs, normalize, config.batch_size, config.show_progress,
+                                config.precision)
     teacher = None
     if config.rerank:
         from teachers import load_teacher
