@@ -32,7 +32,7 @@ demo: install
 	$(VENV)/bin/distill fit --config recipes/capretrieval-en/combined.yaml --trainer.default_root_dir runs/demo --trainer.max_epochs 1 --evaluation.datasets '[]'
 	$(VENV)/bin/distill evaluate --quiet --model all-MiniLM-L6-v2 --dataset capretrieval-en --output runs/demo/zero-shot.json
 	$(VENV)/bin/distill evaluate --quiet --model runs/demo/student --dataset capretrieval-en --output runs/demo/distilled.json
-	$(VENV)/bin/distill compare runs/demo/zero-shot.json runs/demo/distilled.json --names zero-shot distilled
+	$(VENV)/bin/distill compare runs/demo/zero-shot.json runs/demo/distilled.json --names zero-shot distilled --by-type
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
