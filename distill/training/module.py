@@ -82,6 +82,8 @@ class DistillationModule(L.LightningModule):
 
         self.student_config, self.teacher_config = student, teacher
         self.student = load_student(student.name, **student.options())
+        # from_pretrained leaves models in eval mode; Lightning keeps modules' modes as it finds them
+        self.student.train()
         self.objective = DistillationObjective(objective)
         self.optimizer_config = optimizer
         if chunk_size is not None and chunk_size < 1:
@@ -131,8 +133,7 @@ class DistillationModule(L.LightningModule):
             torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
 
     def on_train_epoch_start(self) -> None:
-        # from_pretrained leaves models in eval mode; fine-tuning wants dropout on
-        self.student.train()
+        self.student.train()  # fine-tuning wants dropout on, whatever ran before (export, monitoring)
 
     # ---- loss ------------------------------------------------------------------------------
     def _loss(self, query_emb, passage_emb, scores, batch: ListBatch):
