@@ -74,6 +74,10 @@ class EpochSampler(Sampler[int]):
         self.size, self.seed, self.epoch = size, seed, 0
         self.resume_at: tuple[int, int] | None = None  # (epoch, samples already trained)
 
+    def resume(self, at: tuple[int, int]) -> None:
+        """Continue a killed run: ``at`` = (epoch, samples of that epoch already trained)."""
+        self.epoch, self.resume_at = at[0], at
+
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
         if self.resume_at is not None and self.resume_at[0] != epoch:
             self.resume_at = None  # the resumed epoch is over
@@ -138,7 +142,7 @@ class ListsDataModule(L.LightningDataModule):
             return
         self._resume_at = (int(state["epoch"]), int(state["batches_done"]) * self.batch_size)
         if self._sampler is not None:
-            self._sampler.epoch, self._sampler.resume_at = self._resume_at[0], self._resume_at
+            self._sampler.resume(self._resume_at)
 
     def prepare_data(self) -> None:
         if not Path(self.lists).exists():
@@ -165,7 +169,7 @@ class ListsDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self._sampler = EpochSampler(len(self.train_rows), self.seed)
         if self._resume_at is not None:
-            self._sampler.epoch, self._sampler.resume_at = self._resume_at[0], self._resume_at
+            self._sampler.resume(self._resume_at)
         return DataLoader(_Lists(self.train_rows), batch_size=self.batch_size, sampler=self._sampler,
                           num_workers=self.num_workers, collate_fn=self._collate())
 
