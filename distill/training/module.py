@@ -14,6 +14,7 @@ from torchmetrics.functional.regression import kendall_rank_corrcoef
 from torchmetrics.functional.retrieval import retrieval_normalized_dcg
 
 from distill.losses import DistillationObjective, ObjectiveConfig, list_scores, listwise_kl
+from distill.training.buckets import encode_in_buckets, length_order, take_rows, trim_padding
 from distill.training.datamodule import ListBatch
 from distill.training.distributed import gather_other_ranks, gather_other_ranks_objects
 from distill.training.gradcache import GradCache
@@ -69,12 +70,15 @@ class DistillationModule(L.LightningModule):
         objective: loss weights and temperatures (KL-only / InfoNCE-only are weights at 0).
         optimizer: AdamW with linear warm-up then linear decay, gradient clipping.
         chunk_size: GradCache chunk (sequences per encoder pass); None encodes the batch at once.
+        bucket_size: sequences per length-sorted group, each padded only to its own longest (about
+            half of a step's compute is padding otherwise); None pads the whole batch to its longest.
+            Under GradCache the chunks are the groups (rows are length-sorted before chunking).
         cross_device_negatives: under DDP, every other device's passages are InfoNCE negatives.
     """
 
     def __init__(self, student: StudentConfig = StudentConfig(), teacher: TeacherConfig | None = TeacherConfig(),
                  objective: ObjectiveConfig = ObjectiveConfig(), optimizer: OptimizerConfig = OptimizerConfig(),
-                 chunk_size: int | None = None, cross_device_negatives: bool = True):
+                 chunk_size: int | None = None, bucket_size: int | None = 64, cross_device_negatives: bool = True):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -89,6 +93,9 @@ class DistillationModule(L.LightningModule):
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or null, got {chunk_size}")
         self.chunk_size = chunk_size
+        if bucket_size is not None and bucket_size < 1:
+            raise ValueError(f"bucket_size must be >= 1 or null, got {bucket_size}")
+        self.bucket_size = bucket_size
         self.cross_device_negatives = cross_device_negatives
         self._teacher = None  # built lazily: an ONNX session is no nn.Module and never checkpointed
 
@@ -146,26 +153,39 @@ class DistillationModule(L.LightningModule):
                              extra_passage_emb=extra, extra_doc_ids=extra_ids, extra_passage_mask=extra_mask)
         return out["loss"], {k: v for k, v in out.items() if k != "loss"}
 
+    def _encode(self, tokens, side: str):
+        return encode_in_buckets(lambda t: self.student.forward_tokens(t, side), tokens, self.bucket_size)
+
     def training_step(self, batch: ListBatch, batch_idx: int):
         opt, sched = self.optimizers(), self.lr_schedulers()
         scores = self.fill_teacher_scores(batch)
         q_tok = self.student.tokenize_queries(batch.queries)
         p_tok = self.student.tokenize_passages(batch.passages)
         if self.chunk_size is None:
-            q = self.student.forward_tokens(q_tok, "query")
-            p = self.student.forward_tokens(p_tok, "passage")
+            q = self._encode(q_tok, "query")
+            p = self._encode(p_tok, "passage")
             loss, terms = self._loss(q, p, scores, batch)
             self.manual_backward(loss)
             loss = loss.detach()
         else:
+            # rows sorted by length so each chunk is one length bucket (trimmed in the encoder);
+            # the loss sees the embeddings back in list order
+            inputs, inverse = {}, {}
+            for side, tok in (("query", q_tok), ("passage", p_tok)):
+                order, inverse[side] = length_order(tok) if self.bucket_size else (None, None)
+                inputs[side] = take_rows(tok, order) if order is not None else dict(tok)
+
+            def unsort(emb, side):
+                return emb if inverse[side] is None else emb.index_select(0, inverse[side].to(emb.device))
+
             engine = GradCache(
-                {"query": lambda b: self.student.forward_tokens(b, "query"),
-                 "passage": lambda b: self.student.forward_tokens(b, "passage")},
-                lambda q, p: self._loss(q, p, scores, batch),
+                {"query": lambda b: self.student.forward_tokens(trim_padding(b), "query"),
+                 "passage": lambda b: self.student.forward_tokens(trim_padding(b), "passage")},
+                lambda q, p: self._loss(unsort(q, "query"), unsort(p, "passage"), scores, batch),
                 chunk_sizes=self.chunk_size,
                 backward_fn=lambda t, g: self.manual_backward(t, gradient=g),
             )
-            result = engine({"query": dict(q_tok), "passage": dict(p_tok)})
+            result = engine(inputs)
             loss, terms = result.loss, result.aux
         if self.optimizer_config.max_grad_norm:
             self.clip_gradients(opt, gradient_clip_val=self.optimizer_config.max_grad_norm,
