@@ -13,8 +13,8 @@ from factories import make_tiny_bert
 from distill.data.corpora import DataError, load_retrieval_set
 from distill.data.lists import lists_from_rows, load_lists, save_lists
 from distill.mining.mine import mine_from_config
-from distill.mining.transfer import TransferConfig, keyword_spans, transfer_rows
-from distill.mining.queries import KeywordConfig
+from distill.mining.queries.keywords import KeywordConfig, keyword_spans
+from distill.mining.transfer import TransferConfig, transfer_rows
 
 EN = {"cr.0": "The image shows a gas meter installed on the wall, with pipes and a power adapter next to it.",
       "cr.1": "This is a marriage certificate with the couple's photo, names, gender and age.",

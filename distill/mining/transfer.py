@@ -5,7 +5,7 @@ teacher here (ms-marco-MiniLM-L-12-v2) reads English only. So the lists are mine
 English, then carried over: every candidate's text becomes the parallel caption with the same doc id,
 teacher scores and their order stay exactly as they are. A synthetic English keyword query has no
 translation, so its Chinese counterpart is extracted from the parallel caption of its source: among
-the Chinese keyword spans of that caption (the same extractor as ``mining.queries``' keywords) the one
+the Chinese keyword spans of that caption (``mining.queries.keywords.keyword_spans``) the one
 whose multilingual embedding is closest to the English query wins; a list whose best cosine is below
 ``min_similarity`` is dropped and counted. Queries without a source (from a qrels split) cannot be
 aligned this way and are dropped and counted.
@@ -31,7 +31,7 @@ import yaml
 
 from distill.atomic import write_json_atomic
 from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, normalize_text
-from distill.mining.queries import KeywordConfig, _zh_candidates
+from distill.mining.queries.keywords import KeywordConfig, keyword_spans
 from distill.mining.recipe import read_recipe
 
 
@@ -107,11 +107,6 @@ def is_transfer_recipe(path: str | Path) -> bool:
 # the transfer
 
 
-def keyword_spans(text: str, keywords: KeywordConfig) -> list[str]:
-    """Distinct Chinese keyword candidate spans of a caption, in the extractor's order."""
-    return list(dict.fromkeys(c.phrase for c in _zh_candidates(text, keywords.min_words, keywords.max_words)))
-
-
 def transfer_rows(rows: Iterable[dict], target: RetrievalSet, encoder: QueryEncoder, *,
                   min_similarity: float, keywords: KeywordConfig | None = None,
                   where: str = "lists") -> tuple[list[dict], dict]:
@@ -142,7 +137,7 @@ def transfer_rows(rows: Iterable[dict], target: RetrievalSet, encoder: QueryEnco
         if not row.get("source_id"):
             stats["dropped_without_source"] += 1
             continue
-        spans = keyword_spans(text_of[row["source_id"]], keywords)
+        spans = keyword_spans(text_of[row["source_id"]], keywords, language="zh")
         if not spans:
             stats["dropped_without_keywords"] += 1
             continue
