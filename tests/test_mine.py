@@ -89,3 +89,37 @@ def test_bad_recipes_are_one_line_errors(recipe, tmp_path):
     bad.write_text("corpus: [unclosed\n")
     with pytest.raises(ValueError, match=r"bad.yaml:\d+: malformed YAML"):
         run_recipe(bad)
+
+
+def test_wrongly_typed_fields_are_named(recipe):
+    raw = yaml.safe_load(recipe.read_text())
+    for section, key, value in [("queries", "passages", "abc"), ("retrieval", "depth", "deep"),
+                                ("teacher", "batch_size", True), ("filter", "source_top_k", 1.5)]:
+        bad = {**raw, section: {**(raw.get(section) or {}), key: value}}
+        with pytest.raises(ValueError) as err:
+            MineConfig.from_dict(bad, where="r.yaml")
+        assert str(err.value).startswith(f"r.yaml: {section}.{key}: expected int"), err.value
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"^r.yaml: seed: expected int, got 'x'$"):
+        MineConfig.from_dict({**raw, "seed": "x"}, where="r.yaml")
+    with pytest.raises(ValueError, match=r"^r.yaml: retrieval: unknown keys dpeth"):
+        MineConfig.from_dict({**raw, "retrieval": {"dpeth": 3}}, where="r.yaml")
+
+
+@pytest.mark.parametrize("field, change", [
+    ("corpus", {"corpus": "no-such-set"}),
+    ("queries.generate", {"queries": {"generate": {"keyword": {}}}}),
+    ("queries.generate.llm.model", {"queries": {"generate": {"llm": {"model": "no-such-llm"}}}}),
+    ("retrieval.dense", {"retrieval": {"dense": "no-such-encoder"}}),
+    ("teacher.name", {"teacher": {"name": "no-such-teacher"}}),
+])
+def test_every_name_is_checked_before_anything_runs(recipe, tmp_path, field, change):
+    raw = yaml.safe_load(recipe.read_text())
+    for key, value in change.items():
+        raw[key] = {**raw[key], **value} if isinstance(raw.get(key), dict) else value
+    recipe.write_text(yaml.safe_dump(raw))
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        run_recipe(recipe)
+    assert str(err.value).startswith(f"{recipe}: {field}: "), err.value
+    assert "\n" not in str(err.value)
+    assert not list(tmp_path.glob(".lists.work*")) and not (tmp_path / "lists").exists()  # no stage ran

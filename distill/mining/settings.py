@@ -37,7 +37,7 @@ def check_value(value: Any, annotation: str, where: str) -> None:
     allowed = [t.strip() for t in annotation.split("|")]
     if value is None and "None" in allowed:
         return
-    for name in allowed:
+    for name in (a for a in allowed if a != "None"):
         types = _TYPES.get(name)
         if types is None:  # an annotation this checker does not know: the dataclass checks it
             return
