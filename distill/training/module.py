@@ -181,7 +181,7 @@ class DistillationModule(L.LightningModule):
                 {"query": lambda b: self.student.forward_tokens(trim_padding(b), "query"),
                  "passage": lambda b: self.student.forward_tokens(trim_padding(b), "passage")},
                 lambda q, p: self._loss(unsort(q, "query"), unsort(p, "passage"), scores, batch),
-                chunk_sizes=self.chunk_size,
+                chunk_size=self.chunk_size,
                 backward_fn=lambda t, g: self.manual_backward(t, gradient=g),
             )
             result = engine(inputs)
