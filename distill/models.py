@@ -105,6 +105,11 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
 )
 
 
+def installed(model: KnownModel) -> bool:
+    """Whether the model's package is installed, found without importing or building anything."""
+    return _package_dir(model.package.replace("-", "_")) is not None
+
+
 def known(name: str) -> KnownModel | None:
     """The registered model for a short name or hub id (case-insensitive), else None."""
     key = name.lower()

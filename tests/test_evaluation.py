@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from distill.data.corpora import load_retrieval_set
-from distill.evaluation.evaluate import build_retriever, evaluate_retriever, rerank
+from distill.evaluation.evaluate import evaluate_retriever, rerank
+from distill.retrieval import build_retriever
 from distill.retrieval.trec import trec_eval, write_qrels, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def test_evaluate_cli_writes_json_and_fails_in_one_line(tmp_path):
 def test_precision_flag_reaches_the_encoder(tmp_path):
     from factories import make_tiny_bert
 
-    from distill.evaluation.evaluate import EvalConfig
+    from distill.evaluation.evaluate import PRECISIONS, EvalConfig
 
     folder = tmp_path / "capset"
     folder.mkdir()
@@ -79,8 +80,8 @@ def test_precision_flag_reaches_the_encoder(tmp_path):
     (folder / "queries.jsonl").write_text(json.dumps({"id": "q1", "query": "cat", "positives": [{"id": "d0", "score": 1}]}) + "\n")
     rs = load_retrieval_set(str(folder))
     bert = make_tiny_bert(tmp_path / "bert")
-    assert build_retriever(str(bert), rs, True, precision="fp32").encoder.bf16 is False
-    assert build_retriever(str(bert), rs, True, precision="bf16").encoder.bf16 is True
-    assert build_retriever(str(bert), rs, True).encoder.bf16 is None  # auto: decided by the hardware
+    assert build_retriever(str(bert), rs, bf16=PRECISIONS["fp32"]).encoder.bf16 is False
+    assert build_retriever(str(bert), rs, bf16=PRECISIONS["bf16"]).encoder.bf16 is True
+    assert build_retriever(str(bert), rs, bf16=PRECISIONS["auto"]).encoder.bf16 is None  # decided by the hardware
     with pytest.raises(ValueError, match="--precision must be one of"):
         EvalConfig(model="bm25", dataset="x", precision="fp16")

@@ -12,7 +12,8 @@ from test_teachers import make_cross_encoder
 
 from distill.data.corpora import DataError
 from distill.data.lists import load_lists
-from distill.mining.mine import MineConfig, mine_from_config
+from distill.mining.mine import MineConfig
+from distill.mining.recipe import run_recipe
 
 DOCS = ["the cat sat on the mat", "the dog sat on the mat", "a model of retrieval", "where did the dog go home",
         "what is a passage", "the cat went home", "a doc of the query", "the dog is a model"]
@@ -46,7 +47,7 @@ def recipe(tmp_path, monkeypatch):
 
 
 def test_mine_writes_scored_lists_and_stats_and_reuses_everything(recipe, tmp_path):
-    out = mine_from_config(recipe)
+    out = run_recipe(recipe)
     ds = load_lists(out)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["queries_from_file"] == 2 and stats["lists"] == len(ds)
@@ -61,7 +62,7 @@ def test_mine_writes_scored_lists_and_stats_and_reuses_everything(recipe, tmp_pa
             assert row["source_id"] in [c["doc_id"] for c in row["candidates"]]
     assert {r["query_type"] for r in rows} == {"train", "keywords"}
     first = stats["teacher"]
-    again = json.loads((mine_from_config(recipe) / "stats.json").read_text())["teacher"]
+    again = json.loads((run_recipe(recipe) / "stats.json").read_text())["teacher"]
     assert first["misses"] > 0 and again["misses"] == 0  # the warm cache scores nothing twice
 
 
@@ -69,7 +70,7 @@ def test_source_filter_keeps_only_teacher_top_k(recipe):
     raw = yaml.safe_load(recipe.read_text())
     raw["filter"] = {"source_top_k": 1}
     recipe.write_text(yaml.safe_dump(raw))
-    out = mine_from_config(recipe)
+    out = run_recipe(recipe)
     for row in load_lists(out).to_list():
         if row["source_id"]:
             top = max(row["candidates"], key=lambda c: c["teacher_score"])
@@ -83,8 +84,42 @@ def test_bad_recipes_are_one_line_errors(recipe, tmp_path):
     raw["queries"] = {"split": "test"}
     recipe.write_text(yaml.safe_dump(raw))
     with pytest.raises(DataError, match="test split is evaluation data"):
-        mine_from_config(recipe)
+        run_recipe(recipe)
     bad = tmp_path / "bad.yaml"
     bad.write_text("corpus: [unclosed\n")
     with pytest.raises(ValueError, match=r"bad.yaml:\d+: malformed YAML"):
-        mine_from_config(bad)
+        run_recipe(bad)
+
+
+def test_wrongly_typed_fields_are_named(recipe):
+    raw = yaml.safe_load(recipe.read_text())
+    for section, key, value in [("queries", "passages", "abc"), ("retrieval", "depth", "deep"),
+                                ("teacher", "batch_size", True), ("filter", "source_top_k", 1.5)]:
+        bad = {**raw, section: {**(raw.get(section) or {}), key: value}}
+        with pytest.raises(ValueError) as err:
+            MineConfig.from_dict(bad, where="r.yaml")
+        assert str(err.value).startswith(f"r.yaml: {section}.{key}: expected int"), err.value
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"^r.yaml: seed: expected int, got 'x'$"):
+        MineConfig.from_dict({**raw, "seed": "x"}, where="r.yaml")
+    with pytest.raises(ValueError, match=r"^r.yaml: retrieval: unknown keys dpeth"):
+        MineConfig.from_dict({**raw, "retrieval": {"dpeth": 3}}, where="r.yaml")
+
+
+@pytest.mark.parametrize("field, change", [
+    ("corpus", {"corpus": "no-such-set"}),
+    ("queries.generate", {"queries": {"generate": {"keyword": {}}}}),
+    ("queries.generate.llm.model", {"queries": {"generate": {"llm": {"model": "no-such-llm"}}}}),
+    ("retrieval.dense", {"retrieval": {"dense": "no-such-encoder"}}),
+    ("teacher.name", {"teacher": {"name": "no-such-teacher"}}),
+])
+def test_every_name_is_checked_before_anything_runs(recipe, tmp_path, field, change):
+    raw = yaml.safe_load(recipe.read_text())
+    for key, value in change.items():
+        raw[key] = {**raw[key], **value} if isinstance(raw.get(key), dict) else value
+    recipe.write_text(yaml.safe_dump(raw))
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        run_recipe(recipe)
+    assert str(err.value).startswith(f"{recipe}: {field}: "), err.value
+    assert "\n" not in str(err.value)
+    assert not list(tmp_path.glob(".lists.work*")) and not (tmp_path / "lists").exists()  # no stage ran

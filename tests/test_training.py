@@ -163,3 +163,33 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path, kill):
     wb = load_file(next((run / "student").rglob("model.safetensors")))
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("recipe, field, problem", [
+    ("model:\n  modle: x\n", "model.modle", "unknown key"),
+    ("model:\n  student:\n    nmae: x\n", "model.student.nmae", "unknown key"),
+    ("data:\n  batch_size: abc\n", "data.batch_size", "abc"),
+])
+def test_fit_recipe_errors_are_one_line_naming_file_and_field(tmp_path, capsys, recipe, field, problem):
+    from distill.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe)
+    assert main(["fit", "--config", str(ROOT / "recipes/smoke.yaml"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"distill: error: {bad}: {field}: ") and problem in err, err
+
+
+def test_fit_driver_mines_missing_lists_and_the_datamodule_never_does(tmp_path, monkeypatch):
+    from distill.training import cli
+
+    calls = []
+    monkeypatch.setattr("distill.mining.recipe.run_recipe", lambda path, output=None: calls.append((path, output)))
+    cli.mine_missing_lists(str(tmp_path / "lists"), "recipes/mine/x.yaml")
+    assert calls == [("recipes/mine/x.yaml", str(tmp_path / "lists"))]
+    (tmp_path / "lists").mkdir()
+    cli.mine_missing_lists(str(tmp_path / "lists"), "recipes/mine/x.yaml")  # present: nothing to mine
+    assert len(calls) == 1
+    with pytest.raises(FileNotFoundError, match="no such lists; run `distill mine` or set data.mine_config"):
+        ListsDataModule(str(tmp_path / "absent"), mine_config="recipes/mine/x.yaml").prepare_data()

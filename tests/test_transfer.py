@@ -12,9 +12,9 @@ from factories import make_tiny_bert
 
 from distill.data.corpora import DataError, load_retrieval_set
 from distill.data.lists import lists_from_rows, load_lists, save_lists
-from distill.mining.mine import mine_from_config
-from distill.mining.transfer import TransferConfig, keyword_spans, transfer_rows
-from distill.mining.queries import KeywordConfig
+from distill.mining.recipe import run_recipe
+from distill.mining.queries.keywords import KeywordConfig, keyword_spans
+from distill.mining.transfer import TransferConfig, transfer_rows
 
 EN = {"cr.0": "The image shows a gas meter installed on the wall, with pipes and a power adapter next to it.",
       "cr.1": "This is a marriage certificate with the couple's photo, names, gender and age.",
@@ -127,15 +127,16 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
                        ({**good, "align": {"min_similarity": 2}}, r"t.yaml: align.min_similarity must be")]:
         path.write_text(yaml.safe_dump(raw))
         with pytest.raises(ValueError, match=match) as err:
-            mine_from_config(path)  # dispatched to the transfer by its `source:` key
+            run_recipe(path)  # dispatched to the transfer by its `source:` key
         assert "\n" not in str(err.value)
     path.write_text("source: [unclosed\n")
     with pytest.raises(ValueError, match=r"t.yaml:\d+: malformed YAML"):
-        mine_from_config(path)
+        run_recipe(path)
 
 
 def test_distill_mine_cli_and_the_datamodule_write_chinese_lists(sets, tmp_path, capsys):
     from distill.cli import main
+    from distill.training.cli import mine_missing_lists
     from distill.training.datamodule import ListsDataModule
 
     en, zh = sets
@@ -159,6 +160,11 @@ def test_distill_mine_cli_and_the_datamodule_write_chinese_lists(sets, tmp_path,
     assert (stats["lists_in"], stats["lists_out"], stats["dropped_without_source"]) == (5, 3, 1)
     assert set(stats["similarity"]) >= {"mean", "median", "min", "max"}
 
+    # a fit recipe's data.mine_config reaches the transfer too, through the fit driver (never the datamodule)
     dm = ListsDataModule(lists=str(tmp_path / "from-fit"), mine_config=str(recipe))
-    dm.prepare_data()  # a fit recipe's data.mine_config reaches the transfer too
+    with pytest.raises(FileNotFoundError, match="from-fit: no such lists"):
+        dm.prepare_data()
+    assert not (tmp_path / "from-fit").exists()
+    mine_missing_lists(str(tmp_path / "from-fit"), str(recipe))
+    dm.prepare_data()
     assert len(load_lists(tmp_path / "from-fit")) == 3

@@ -82,8 +82,8 @@ def data_root() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-def load_retrieval_set(name_or_path: str | Path) -> RetrievalSet:
-    """Load a named set (capretrieval, capretrieval-en, scifact, nfcorpus) or a folder in either format."""
+def locate_retrieval_set(name_or_path: str | Path) -> tuple[Path, str]:
+    """``(folder, name)`` of a named set or a folder, without reading it (recipes check names up front)."""
     key = str(name_or_path).lower()
     if key in NAMED_SETS:
         path = data_root() / NAMED_SETS[key]
@@ -92,14 +92,18 @@ def load_retrieval_set(name_or_path: str | Path) -> RetrievalSet:
                 f"data set {key!r} not found: expected at {path} (set $DISTILL_DATA to the data root); "
                 f"it is published at {PUBLISHED_AT[key]}"
             )
-        name = key
-    else:
-        path = Path(name_or_path)
-        if not path.is_dir():
-            raise DataError(
-                f"{name_or_path!r} is neither a known data set ({', '.join(NAMED_SETS)}) nor a folder"
-            )
-        name = path.name
+        return path, key
+    path = Path(name_or_path)
+    if not path.is_dir():
+        raise DataError(
+            f"{name_or_path!r} is neither a known data set ({', '.join(NAMED_SETS)}) nor a folder"
+        )
+    return path, path.name
+
+
+def load_retrieval_set(name_or_path: str | Path) -> RetrievalSet:
+    """Load a named set (capretrieval, capretrieval-en, scifact, nfcorpus) or a folder in either format."""
+    path, name = locate_retrieval_set(name_or_path)
     if (path / "candidates.jsonl").is_file():
         rs = _load_capretrieval(path, name)
     elif (path / "corpus.jsonl").is_file():

@@ -8,26 +8,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from distill.data.corpora import RetrievalSet, load_retrieval_set, normalize_text
+from distill.data.corpora import RetrievalSet, load_retrieval_set
 from distill.evaluation.metrics import Run, evaluate_run, mean_scores
 from distill.evaluation.report import Report
 from distill.paths import cache_root
+from distill.retrieval import Retriever, as_searched, build_retriever
 
 if TYPE_CHECKING:
     from students.dual_encoder import DualEncoder
     from teachers.base import Teacher
 
-BM25_NAMES = ("bm25",)
-PRECISIONS = {"auto": None, "bf16": True, "fp32": False}
-
-
-class Retriever(Protocol):
-    def search(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]: ...
-
+PRECISIONS = {"auto": None, "bf16": True, "fp32": False}  # --precision → load_student(bf16=...)
 
 @dataclass
 class EvalConfig:
@@ -54,26 +49,6 @@ class EvalConfig:
             raise ValueError(f"retrieval depth k must be >= 100 for recall@100, got {self.k}")
         if self.batch_size <= 0:
             raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
-
-
-def corpus_texts(rs: RetrievalSet, normalize: bool) -> tuple[list[str], list[str]]:
-    ids, texts = rs.doc_texts()
-    return ids, [normalize_text(t) for t in texts] if normalize else texts
-
-
-def build_retriever(model: str, rs: RetrievalSet, normalize: bool, batch_size: int = 64,
-                    show_progress: bool = True, precision: str = "auto") -> Retriever:
-    """BM25 (pyserini, in-process) for ``bm25``; else a dense retriever over the named encoder."""
-    ids, texts = corpus_texts(rs, normalize)
-    if model.lower() in BM25_NAMES:
-        from distill.retrieval.bm25 import BM25Index
-
-        return BM25Index.open_or_build(zip(ids, texts), cache_root() / "bm25", language=rs.language)
-    from distill.retrieval.dense import DenseRetriever
-    from students import load_student
-
-    encoder = load_student(model, bf16=PRECISIONS[precision])
-    return DenseRetriever(encoder, batch_size=batch_size, show_progress=show_progress).index_corpus(ids, texts)
 
 
 def retrieve(retriever: Retriever, query_ids: list[str], queries: list[str], k: int) -> Run:
@@ -113,12 +88,13 @@ def evaluate_retriever(retriever: Retriever, rs: RetrievalSet, split: str = "tes
     normalize = rs.normalize_text if normalize is None else normalize
     qrels = rs.split_qrels(split)
     qids, qtexts = rs.query_texts(split)
-    qtexts = [normalize_text(t) for t in qtexts] if normalize else qtexts
+    qtexts = as_searched(qtexts, normalize)
     start = time.perf_counter()
     run = retrieve(retriever, qids, qtexts, k)
     if teacher is not None:
-        doc_ids, doc_texts = corpus_texts(rs, normalize)
-        run = rerank(run, teacher, dict(zip(qids, qtexts)), dict(zip(doc_ids, doc_texts)), depth, show_progress)
+        doc_ids, doc_texts = rs.doc_texts()
+        docs = dict(zip(doc_ids, as_searched(doc_texts, normalize)))
+        run = rerank(run, teacher, dict(zip(qids, qtexts)), docs, depth, show_progress)
     seconds = time.perf_counter() - start
     per_query = evaluate_run(run, qrels)
     by_type = {t: mean_scores(per_query, ids) for t, ids in rs.types.items()}
@@ -134,11 +110,8 @@ def evaluate_retriever(retriever: Retriever, rs: RetrievalSet, split: str = "tes
 def evaluate_encoder(encoder: "DualEncoder", dataset: str | RetrievalSet, split: str = "test",
                      batch_size: int = 64, show_progress: bool = False) -> Report:
     """Evaluate an in-memory student (training calls this; no second copy of the evaluation)."""
-    from distill.retrieval.dense import DenseRetriever
-
     rs = dataset if isinstance(dataset, RetrievalSet) else load_retrieval_set(dataset)
-    ids, texts = corpus_texts(rs, rs.normalize_text)
-    retriever = DenseRetriever(encoder, batch_size=batch_size, show_progress=show_progress).index_corpus(ids, texts)
+    retriever = build_retriever(encoder, rs, batch_size=batch_size, show_progress=show_progress)
     report, _ = evaluate_retriever(retriever, rs, split, show_progress=show_progress)
     report.model = getattr(encoder, "name", "student")
     return report
@@ -148,8 +121,8 @@ def evaluate(config: EvalConfig, run_file: Path | None = None) -> Report:
     """`distill evaluate`: load, retrieve, optionally rerank, score."""
     rs = load_retrieval_set(config.dataset)
     normalize = rs.normalize_text if config.normalize_text is None else config.normalize_text
-    retriever = build_retriever(config.model, rs, normalize, config.batch_size, config.show_progress,
-                                config.precision)
+    retriever = build_retriever(config.model, rs, normalize=normalize, batch_size=config.batch_size,
+                                show_progress=config.show_progress, bf16=PRECISIONS[config.precision])
     teacher = None
     if config.rerank:
         from teachers import load_teacher

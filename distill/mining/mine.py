@@ -1,8 +1,9 @@
 """`distill mine`: queries → candidates (BM25 + dense, RRF) → teacher scores → training lists.
 
 Every stage is resumable: the query and candidate stages write their output atomically under
-``<output>/work/`` keyed by a hash of the configuration that produced them, and teacher scores go
-through the persistent score cache, so a re-run (or a run after a kill) redoes only what is missing.
+``.<output name>.work/`` beside the output folder, keyed by a hash of the configuration that
+produced them, and teacher scores go through the persistent score cache, so a re-run (or a run
+after a kill) redoes only what is missing. ``mining/recipe.py`` reads the recipe and calls :func:`mine`.
 """
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, normalize_text
-from distill.data.lists import lists_from_rows, save_lists
 from distill.atomic import write_json_atomic
-from distill.mining.recipe import read_recipe
+from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, locate_retrieval_set
+from distill.data.lists import lists_from_rows, save_lists
+from distill.mining.queries import build_generators, drop_eval_overlap
+from distill.mining.settings import check_keys, check_value, section
+from distill.mining.stats import count, summary
 from distill.paths import cache_root
+from distill.retrieval import as_searched, build_retriever
 from distill.retrieval.fusion import reciprocal_rank_fusion
 
 
@@ -85,28 +89,40 @@ class MineConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "config") -> "MineConfig":
-        known = {"corpus", "output", "queries", "retrieval", "teacher", "filter", "seed"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-        for key in ("corpus", "output", "queries"):
-            if key not in raw:
-                raise ValueError(f"{where}: {key}: missing")
-        try:
-            return cls(
-                corpus=str(raw["corpus"]), output=str(raw["output"]),
-                queries=QuerySource(**(raw["queries"] or {})),
-                retrieval=RetrievalConfig(**(raw.get("retrieval") or {})),
-                teacher=TeacherConfig(**(raw.get("teacher") or {})),
-                filter=FilterConfig(**(raw.get("filter") or {})),
-                seed=int(raw.get("seed", 0)),
-            )
-        except TypeError as err:  # unexpected keyword in a section
-            raise ValueError(f"{where}: {err}") from None
+        """From a recipe mapping; ``where`` (the recipe file) starts every error message."""
+        check_keys(raw, {"corpus", "output", "queries", "retrieval", "teacher", "filter", "seed"},
+                   ("corpus", "output", "queries"), where)
+        check_value(raw.get("seed", 0), "int", f"{where}: seed")
+        return cls(
+            corpus=str(raw["corpus"]), output=str(raw["output"]),
+            queries=section(QuerySource, raw["queries"], where, "queries"),
+            retrieval=section(RetrievalConfig, raw.get("retrieval"), where, "retrieval"),
+            teacher=section(TeacherConfig, raw.get("teacher"), where, "teacher"),
+            filter=section(FilterConfig, raw.get("filter"), where, "filter"),
+            seed=raw.get("seed", 0),
+        )
 
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "MineConfig":
-        return cls.from_dict(read_recipe(path), where=str(path))
+    def check_names(self, where: str = "config") -> None:
+        """Every name the recipe gives (corpus, generators and their models, dense model, teacher)
+        resolves locally, before any generation or retrieval runs; else one line naming the field."""
+        from distill.models import local_path
+
+        def check(field_name: str, fn) -> None:
+            try:
+                fn()
+            except (ValueError, FileNotFoundError) as err:
+                raise type(err)(f"{where}: {field_name}: {err}") from None
+
+        check("corpus", lambda: locate_retrieval_set(self.corpus))
+        generators = []
+        check("queries.generate", lambda: generators.extend(build_generators(self.queries.generate)))
+        for generator in generators:
+            model = getattr(getattr(generator, "config", None), "model", None)
+            if model is not None:  # an LLM generator
+                check("queries.generate.llm.model", lambda: local_path(model))
+        if self.retrieval.dense:
+            check("retrieval.dense", lambda: local_path(self.retrieval.dense))
+        check("teacher.name", lambda: local_path(self.teacher.name))
 
 
 def _key(*parts) -> str:
@@ -149,8 +165,6 @@ def build_queries(config: MineConfig, rs: RetrievalSet, stats: dict) -> list[dic
                 for q in split_qrels]
         stats["queries_from_file"] = len(out)
     if src.generate:
-        from distill.mining.queries import build_generators, drop_eval_overlap
-
         rng = random.Random(config.seed)
         ids, texts = rs.doc_texts()
         picked = sorted(rng.sample(range(len(ids)), min(src.passages, len(ids))))
@@ -178,22 +192,13 @@ def build_candidates(config: MineConfig, rs: RetrievalSet, queries: list[dict]) 
     """Fused top-N per query, each candidate with its BM25 and dense ranks; the source passage of a
     synthetic query is kept in its list (replacing the last candidate) so the filter can judge it."""
     rc = config.retrieval
-    ids, texts = rs.doc_texts()
-    norm = rs.normalize_text
-    doc_texts = [normalize_text(t) for t in texts] if norm else texts
-    qtexts = [normalize_text(q["query"]) if norm else q["query"] for q in queries]
+    qtexts = as_searched([q["query"] for q in queries], rs.normalize_text)
     runs: dict[str, list[list[tuple[str, float]]]] = {}
     if rc.bm25:
-        from distill.retrieval.bm25 import BM25Index
-
-        index = BM25Index.open_or_build(zip(ids, doc_texts), cache_root() / "bm25", language=rs.language)
-        runs["bm25"] = index.search(qtexts, rc.depth)
+        runs["bm25"] = build_retriever("bm25", rs).search(qtexts, rc.depth)
     if rc.dense:
-        from distill.retrieval.dense import DenseRetriever
-        from students import load_student
-
-        dense = DenseRetriever(load_student(rc.dense), batch_size=rc.batch_size, show_progress=True)
-        runs["dense"] = dense.index_corpus(ids, doc_texts).search(qtexts, rc.depth)
+        dense = build_retriever(rc.dense, rs, batch_size=rc.batch_size, show_progress=True)
+        runs["dense"] = dense.search(qtexts, rc.depth)
     rows = []
     for i, q in enumerate(tqdm(queries, desc="fuse", leave=False)):
         ranks = {name: {d: r for r, (d, _) in enumerate(run[i], 1)} for name, run in runs.items()}
@@ -209,6 +214,10 @@ def build_candidates(config: MineConfig, rs: RetrievalSet, queries: list[dict]) 
 
 
 def mine(config: MineConfig) -> Path:
+    """Mine ``config``'s lists into ``config.output`` (+ ``stats.json``); returns the output folder.
+
+    ``run_recipe`` checks the recipe's names (:meth:`MineConfig.check_names`) before calling this.
+    """
     from teachers import load_teacher
 
     output = Path(config.output)
@@ -228,17 +237,16 @@ def mine(config: MineConfig) -> Path:
 
     ids, texts = rs.doc_texts()
     text_of = dict(zip(ids, texts))
-    norm = rs.normalize_text
+    searched_text = dict(zip(ids, as_searched(texts, rs.normalize_text)))
     tc = config.teacher
     cache = tc.cache or str(cache_root() / "teacher_scores.sqlite")
     teacher = load_teacher(tc.name, batch_size=tc.batch_size, max_length=tc.max_length, cache=cache,
                            show_progress=True)
     pair_q, pair_p = [], []
-    for q, c in zip(queries, candidates):
-        qt = normalize_text(q["query"]) if norm else q["query"]
+    for qt, c in zip(as_searched([q["query"] for q in queries], rs.normalize_text), candidates):
         for d, _, _ in c["docs"]:
             pair_q.append(qt)
-            pair_p.append(normalize_text(text_of[d]) if norm else text_of[d])
+            pair_p.append(searched_text[d])
     scores = teacher.score(pair_q, pair_p).tolist()
 
     rows, offset = [], 0
@@ -269,37 +277,12 @@ def mine(config: MineConfig) -> Path:
         "filtered": filtered,
         "teacher": {"identity": teacher.identity, "pairs": len(pair_q),
                     **{k_: getattr(teacher, k_) for k_ in ("hits", "misses") if hasattr(teacher, k_)}},
-        "teacher_score_spread": _summary(spreads),
-        "source_teacher_rank": _summary(source_ranks),
+        "teacher_score_spread": summary(spreads),
+        "source_teacher_rank": summary(source_ranks),
         # synthetic queries whose source the retrievers missed (it was put into the list by hand)
         "source_not_retrieved": sum(1 for q, c in zip(queries, candidates)
                                     if q["source_id"] and c["source_fused_rank"] is None),
-        "query_types": _count(r["query_type"] for r in rows),
+        "query_types": count(r["query_type"] for r in rows),
     })
     write_json_atomic(output / "stats.json", stats)
     return output
-
-
-def _summary(values: list[float]) -> dict:
-    if not values:
-        return {}
-    return {"mean": statistics.mean(values), "median": statistics.median(values),
-            "min": min(values), "max": max(values)}
-
-
-def _count(items) -> dict:
-    out: dict = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out
-
-
-def mine_from_config(path: str | Path, output: str | Path | None = None) -> Path:
-    from distill.mining.transfer import is_transfer_recipe, transfer_from_config
-
-    if is_transfer_recipe(path):  # `source:` → carry scored lists over to a parallel set (mining/transfer.py)
-        return transfer_from_config(path, output=output)
-    config = MineConfig.from_yaml(path)
-    if output is not None:
-        config.output = str(output)
-    return mine(config)

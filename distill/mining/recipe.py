@@ -1,21 +1,49 @@
-"""Reading a mining recipe's YAML: a mapping, or one line naming the file (and line) that is wrong."""
+"""THE mining dispatcher: read a recipe once, then mine (mining/mine.py) or transfer
+(mining/transfer.py, a recipe with a ``source:`` key), mining the transfer's source first when its
+lists are missing.
+
+Every name a recipe gives (corpora, models, generators) is checked before any stage runs, so a
+typo fails in a second with one line naming the recipe and the field, not after an hour of mining.
+``distill mine`` and ``distill fit`` (when ``data.lists`` is missing) both end here.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
+from distill.mining.mine import MineConfig, mine
+from distill.mining.queries.keywords import KeywordConfig
+from distill.mining.settings import read_recipe
+from distill.mining.transfer import TransferConfig, transfer
+
+Recipe = MineConfig | TransferConfig
 
 
-def read_recipe(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such recipe") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ValueError(f"{path}{line}: malformed YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of recipe keys")
-    return raw
+def load_recipe(path: str | Path) -> Recipe:
+    """A mining recipe as its config: a :class:`TransferConfig` when it has ``source:``, else a
+    :class:`MineConfig`. Fields are checked; names are not (see :func:`run_recipe`)."""
+    raw = read_recipe(path)
+    if "source" in raw:
+        return TransferConfig.from_dict(raw, where=str(path))
+    return MineConfig.from_dict(raw, where=str(path))
+
+
+def run_recipe(path: str | Path, output: str | Path | None = None) -> Path:
+    """Run the mining recipe at ``path`` (its ``output:`` replaced by ``output`` when given);
+    returns the folder of lists written."""
+    config = load_recipe(path)
+    if output is not None:
+        config.output = str(output)
+    if isinstance(config, MineConfig):
+        config.check_names(str(path))
+        return mine(config)
+    source = MineConfig.from_dict(read_recipe(config.source), where=config.source)
+    config.check_names(str(path))
+    mine_source = not Path(source.output).exists()
+    if mine_source:
+        source.check_names(config.source)
+    # the source's keyword word limits bound the Chinese spans the transfer picks among
+    keywords = KeywordConfig.from_dict((source.queries.generate or {}).get("keywords"),
+                                       f"{config.source}: queries.generate.keywords")
+    if mine_source:
+        mine(source)
+    return transfer(config, source.output, keywords)

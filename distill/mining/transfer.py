@@ -5,13 +5,14 @@ teacher here (ms-marco-MiniLM-L-12-v2) reads English only. So the lists are mine
 English, then carried over: every candidate's text becomes the parallel caption with the same doc id,
 teacher scores and their order stay exactly as they are. A synthetic English keyword query has no
 translation, so its Chinese counterpart is extracted from the parallel caption of its source: among
-the Chinese keyword spans of that caption (the same extractor as ``mining.queries``' keywords) the one
+the Chinese keyword spans of that caption (``mining.queries.keywords.keyword_spans``) the one
 whose multilingual embedding is closest to the English query wins; a list whose best cosine is below
 ``min_similarity`` is dropped and counted. Queries without a source (from a qrels split) cannot be
 aligned this way and are dropped and counted.
 
 ``transfer_rows`` is the pure part (rows + target set + any object with ``encode_queries``);
-``transfer_from_config`` reads a recipe::
+``transfer`` saves its result; ``mining/recipe.py`` reads a recipe with a ``source:`` key, mines the
+source first when its lists are missing, and calls ``transfer``::
 
     source: recipes/mine/capretrieval-en.yaml   # a mining recipe; mined first when its output is missing
     corpus: capretrieval                        # the parallel set whose texts replace the source's, by id
@@ -23,16 +24,17 @@ aligned this way and are dropped and counted.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
-import yaml
-
 from distill.atomic import write_json_atomic
-from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, normalize_text
-from distill.mining.queries import KeywordConfig, _zh_candidates
-from distill.mining.recipe import read_recipe
+from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, locate_retrieval_set
+from distill.data.lists import lists_from_rows, load_lists, save_lists
+from distill.mining.queries.keywords import KeywordConfig, keyword_spans
+from distill.mining.settings import check_keys, section
+from distill.mining.stats import summary
+from distill.retrieval import as_searched
 
 
 class QueryEncoder(Protocol):
@@ -68,48 +70,25 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "config") -> "TransferConfig":
-        known = {"source", "corpus", "output", "align"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-        for key in ("source", "corpus", "output"):
-            if raw.get(key) in (None, ""):
-                raise ValueError(f"{where}: {key}: missing")
-        align = raw.get("align") or {}
-        if not isinstance(align, dict):
-            raise ValueError(f"{where}: align: expected a mapping")
-        unknown = set(align) - {f.name for f in fields(AlignConfig)}
-        if unknown:
-            raise ValueError(f"{where}: align: unknown keys {', '.join(sorted(unknown))} "
-                             f"(known: {', '.join(f.name for f in fields(AlignConfig))})")
-        try:
-            return cls(source=str(raw["source"]), corpus=str(raw["corpus"]), output=str(raw["output"]),
-                       align=AlignConfig(**align))
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+        """From a recipe mapping; ``where`` (the recipe file) starts every error message."""
+        check_keys(raw, {"source", "corpus", "output", "align"}, ("source", "corpus", "output"), where)
+        return cls(source=str(raw["source"]), corpus=str(raw["corpus"]), output=str(raw["output"]),
+                   align=section(AlignConfig, raw.get("align"), where, "align"))
 
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "TransferConfig":
-        path = Path(path)
-        return cls.from_dict(read_recipe(path), where=str(path))
+    def check_names(self, where: str = "config") -> None:
+        """The target corpus and the alignment model resolve locally; else one line naming the field."""
+        from distill.models import local_path
 
-
-def is_transfer_recipe(path: str | Path) -> bool:
-    """A recipe with a ``source:`` key; anything unreadable is left to the mining recipe's own errors."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(raw, dict) and "source" in raw
+        for field_name, check in (("corpus", lambda: locate_retrieval_set(self.corpus)),
+                                  ("align.model", lambda: local_path(self.align.model))):
+            try:
+                check()
+            except (ValueError, FileNotFoundError) as err:
+                raise type(err)(f"{where}: {field_name}: {err}") from None
 
 
 # --------------------------------------------------------------------------------------------------
 # the transfer
-
-
-def keyword_spans(text: str, keywords: KeywordConfig) -> list[str]:
-    """Distinct Chinese keyword candidate spans of a caption, in the extractor's order."""
-    return list(dict.fromkeys(c.phrase for c in _zh_candidates(text, keywords.min_words, keywords.max_words)))
 
 
 def transfer_rows(rows: Iterable[dict], target: RetrievalSet, encoder: QueryEncoder, *,
@@ -142,18 +121,18 @@ def transfer_rows(rows: Iterable[dict], target: RetrievalSet, encoder: QueryEnco
         if not row.get("source_id"):
             stats["dropped_without_source"] += 1
             continue
-        spans = keyword_spans(text_of[row["source_id"]], keywords)
+        spans = keyword_spans(text_of[row["source_id"]], keywords, language="zh")
         if not spans:
             stats["dropped_without_keywords"] += 1
             continue
         todo.append((row, spans))
 
-    norm = normalize_text if target.normalize_text else (lambda t: t)
     best: list[tuple[str, float]] = []
     if todo:
         span_index = {s: k for k, s in enumerate(dict.fromkeys(s for _, spans in todo for s in spans))}
-        q_emb = F.normalize(encoder.encode_queries([norm(r["query"]) for r, _ in todo]).float(), dim=-1)
-        s_emb = F.normalize(encoder.encode_queries([norm(s) for s in span_index]).float(), dim=-1)
+        queries = as_searched([r["query"] for r, _ in todo], target.normalize_text)
+        q_emb = F.normalize(encoder.encode_queries(queries).float(), dim=-1)
+        s_emb = F.normalize(encoder.encode_queries(as_searched(span_index, target.normalize_text)).float(), dim=-1)
         for (row, spans), q in zip(todo, q_emb):
             sims = s_emb[[span_index[s] for s in spans]] @ q
             k = int(sims.argmax())  # ties: the first span
@@ -168,35 +147,20 @@ def transfer_rows(rows: Iterable[dict], target: RetrievalSet, encoder: QueryEnco
         out.append({"query_id": row["query_id"], "query": span, "query_type": row["query_type"],
                     "source_id": row["source_id"], "candidates": cands})
     stats["lists_out"] = len(out)
-    stats["similarity"] = _summary([s for _, s in best])
+    stats["similarity"] = summary([s for _, s in best])
     return out, stats
-
-
-def _summary(values: list[float]) -> dict:
-    if not values:
-        return {}
-    import statistics
-
-    ordered = sorted(values)
-    return {"mean": statistics.mean(values), "median": statistics.median(values),
-            "p10": ordered[int(0.1 * (len(ordered) - 1))], "min": ordered[0], "max": ordered[-1]}
 
 
 # --------------------------------------------------------------------------------------------------
 # the orchestrator
 
 
-def transfer(config: TransferConfig, encoder: QueryEncoder | None = None) -> Path:
-    """Mine the source lists if missing, transfer them, save lists + stats.json; returns the output."""
-    from distill.data.lists import lists_from_rows, load_lists, save_lists
-    from distill.mining.mine import MineConfig, mine_from_config
-
-    source = MineConfig.from_yaml(config.source)
-    source_lists = Path(source.output)
-    if not source_lists.exists():
-        mine_from_config(config.source)
-    keywords = KeywordConfig.from_dict((source.queries.generate or {}).get("keywords"),
-                                       f"{config.source}: queries.generate.keywords")
+def transfer(config: TransferConfig, source_lists: str | Path, keywords: KeywordConfig | None = None,
+             encoder: QueryEncoder | None = None) -> Path:
+    """Transfer the saved ``source_lists`` (mined with ``keywords``' word limits) to ``config.corpus``;
+    saves lists + stats.json under ``config.output`` and returns it."""
+    keywords = keywords or KeywordConfig()
+    source_lists = Path(source_lists)
     rows = load_lists(source_lists).to_list()
     target = load_retrieval_set(config.corpus)
     if encoder is None:
@@ -219,11 +183,3 @@ def transfer(config: TransferConfig, encoder: QueryEncoder | None = None) -> Pat
              "keywords": {"min_words": keywords.min_words, "max_words": keywords.max_words}, **counts}
     write_json_atomic(output / "stats.json", stats)
     return output
-
-
-def transfer_from_config(path: str | Path, output: str | Path | None = None,
-                         encoder: QueryEncoder | None = None) -> Path:
-    config = TransferConfig.from_yaml(path)
-    if output is not None:
-        config.output = str(output)
-    return transfer(config, encoder=encoder)

@@ -1,54 +1,140 @@
-"""`distill fit`: LightningCLI over DistillationModule + ListsDataModule.
+"""`distill fit`: LightningCLI over DistillationModule + ListsDataModule, and the fit driver.
 
 Defaults that make a recipe safe to run as it is: checkpoints selected on the held-out dev KL
-(saved every few steps and as ``last`` so a killed run resumes with ``--ckpt_path last``),
-precision bf16-mixed where the hardware has bf16 units and 32-true elsewhere.
+(saved right after each validation, and as ``last`` every few steps so a killed run resumes with
+``--ckpt_path last``), precision bf16-mixed where the hardware has bf16 units and 32-true elsewhere.
+The project's callbacks are ordinary LightningCLI callback groups (``add_lightning_class_args``),
+so a recipe configures them like any other key: ``checkpoint.every_n_train_steps``,
+``evaluation.datasets``.
+
+Training never mines: when ``data.lists`` is missing, the driver runs ``data.mine_config``
+(``distill.mining.recipe.run_recipe``) before any model is built.
 """
 from __future__ import annotations
 
+import re
+import sys
+import warnings
 from pathlib import Path
 
+import yaml
+from jsonargparse import ArgumentError
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from distill.hardware import lightning_precision
+from distill.training.callbacks import ExportStudent, RetrievalMonitor
 from distill.training.datamodule import ListsDataModule
 from distill.training.module import DistillationModule
 
 
+def _checkpoint_dir(root: str | None) -> str:
+    return str(Path(root or "runs/default") / "checkpoints")
+
+
 class DistillCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--evaluation.datasets", type=list[str], default=[],
-                            help="evaluation sets monitored while training and reported at the end")
-        parser.add_argument("--evaluation.every_n_epochs", type=int, default=1)
-        parser.add_argument("--checkpoint.every_n_train_steps", type=int, default=50)
-        parser.set_defaults({"trainer.precision": lightning_precision("auto")})
+        # selection: saved right after each validation, so the score belongs to the weights saved
+        parser.add_lightning_class_args(ModelCheckpoint, "selection")
+        # resumption: `last.ckpt` every few steps, whatever the dev score
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # evaluation sets: monitored while training (never select a checkpoint), reported at the end
+        parser.add_lightning_class_args(RetrievalMonitor, "evaluation")
+        parser.add_lightning_class_args(ExportStudent, "export")
+        for key in ("datasets", "split", "batch_size"):
+            parser.link_arguments(f"evaluation.{key}", f"export.{key}")
+        for key in ("selection", "checkpoint"):
+            parser.link_arguments("trainer.default_root_dir", f"{key}.dirpath", compute_fn=_checkpoint_dir)
+        parser.set_defaults({
+            "trainer.precision": lightning_precision("auto"),
+            "trainer.default_root_dir": "runs/default",
+            "selection.monitor": "dev/kl", "selection.mode": "min", "selection.save_top_k": 1,
+            "selection.filename": "best-{step}",
+            "checkpoint.save_last": True, "checkpoint.save_top_k": 0, "checkpoint.every_n_train_steps": 50,
+        })
+
+    def parse_arguments(self, parser, args) -> None:
+        # A recipe mistake is one line naming the recipe file and the field (exit 2 through
+        # distill.cli), not the usage text; `distill fit --help` still prints the usage.
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise RecipeError(recipe_error(str(err), args or sys.argv[1:])) from None
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-        trainer = cfg["trainer"]
-        root = trainer.get("default_root_dir") or "runs/default"
-        trainer["default_root_dir"] = root
-        from lightning.pytorch.callbacks import ModelCheckpoint
+        mine_missing_lists(cfg["data"]["lists"], cfg["data"].get("mine_config"))
 
-        from distill.training.callbacks import ExportStudent, RetrievalMonitor
 
-        datasets = list(cfg["evaluation"]["datasets"] or [])
-        extra = [
-            # selection: saved right after each validation, so the score belongs to the weights saved
-            ModelCheckpoint(dirpath=str(Path(root) / "checkpoints"), monitor="dev/kl", mode="min",
-                            save_top_k=1, filename="best-{step}"),
-            # resumption: `last.ckpt` every few steps, whatever the dev score
-            ModelCheckpoint(dirpath=str(Path(root) / "checkpoints"), save_last=True, save_top_k=0,
-                            every_n_train_steps=cfg["checkpoint"]["every_n_train_steps"]),
-            RetrievalMonitor(datasets, every_n_epochs=cfg["evaluation"]["every_n_epochs"]),
-            ExportStudent(datasets),
-        ]
-        self._extra_callbacks = extra
+class RecipeError(ValueError):
+    """A `distill fit` recipe that does not parse; the message is one line."""
 
-    def _instantiate_trainer(self, config, callbacks):
-        return super()._instantiate_trainer(config, list(callbacks) + getattr(self, "_extra_callbacks", []))
+
+def recipe_error(message: str, argv: list[str]) -> str:
+    """jsonargparse's (multi-line) parse error → ``<recipe file>: <field>: <problem>``.
+
+    The field is the dotted key the error names; the recipe is the last ``--config`` file that sets
+    it (later files override earlier ones), else the command line.
+    """
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    keys = re.findall(r'[Kk]ey "([^"]+)"', message) + re.findall(r"accept option '([^']+)'", message)
+    field = next((k for k in reversed(keys) if "." in k), keys[-1] if keys else None)
+    problem = next((line for line in reversed(lines) if re.search(r"[Ee]xpected|[Gg]ot value|not expected|"
+                                                                  r"does not accept|invalid", line)), lines[-1] if lines else message)
+    where = "command line"
+    if field:
+        for path in reversed(_config_files(argv)):
+            if _sets(path, field):
+                where = str(path)
+                break
+    if "does not accept option" in problem:
+        problem = "unknown key"
+    return f"{where}: {field}: {problem}" if field else f"{where}: {problem}"
+
+
+def _config_files(argv: list[str]) -> list[Path]:
+    files = []
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            files.append(Path(argv[i + 1]))
+        elif arg.startswith("--config="):
+            files.append(Path(arg.split("=", 1)[1]))
+    return files
+
+
+def _sets(path: Path, field: str) -> bool:
+    """Whether the YAML at ``path`` sets the dotted ``field`` (or a parent of it, for a typo'd key)."""
+    try:
+        node = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    for part in field.split("."):
+        if isinstance(node, dict) and "init_args" in node and part not in node:
+            node = node["init_args"]
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def mine_missing_lists(lists: str, mine_config: str | None) -> None:
+    """The fit driver's "mine when missing": run ``mine_config`` into ``lists`` if ``lists`` does not exist.
+
+    Under DDP the launcher re-runs this script on the other ranks only after the first process has
+    passed this point, so they find the lists already written.
+    """
+    if Path(lists).exists() or not mine_config:
+        return  # a missing folder without a recipe is reported by the datamodule
+    # imported here: a run whose lists exist never loads the mining stack (BM25, JVM, LLM)
+    from distill.mining.recipe import run_recipe
+
+    run_recipe(mine_config, output=lists)
 
 
 def run_fit(argv: list[str]) -> None:
+    """`distill fit ARGV`: parse the recipe(s), mine missing lists, train, export the student."""
+    # argv comes from distill.cli.main (so tests can call it in-process), not from sys.argv
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     DistillCLI(DistillationModule, ListsDataModule, args=["fit", *argv], save_config_kwargs={"overwrite": True},
-               seed_everything_default=0)
+               seed_everything_default=0,
+               parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}})

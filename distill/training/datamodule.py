@@ -103,7 +103,8 @@ class ListsDataModule(L.LightningDataModule):
 
     Args:
         lists: a saved list dataset folder (``distill mine`` output) or a ``.jsonl`` of lists.
-        mine_config: a ``recipes/mine/*.yaml``; when ``lists`` does not exist yet it is mined first.
+        mine_config: a ``recipes/mine/*.yaml``; `distill fit` runs it first when ``lists`` does not
+            exist yet (the datamodule itself only reads lists).
         list_size: candidates per list (CADET: 20).
         batch_size: lists per optimiser step on each device.
         dev_fraction: share of queries held out for checkpoint selection (never the test sets).
@@ -145,12 +146,9 @@ class ListsDataModule(L.LightningDataModule):
             self._sampler.resume(self._resume_at)
 
     def prepare_data(self) -> None:
+        # Training never mines: `distill fit` (training/cli.py) mines data.mine_config before this runs.
         if not Path(self.lists).exists():
-            if not self.mine_config:
-                raise FileNotFoundError(f"{self.lists}: no such lists; run `distill mine` or set data.mine_config")
-            from distill.mining.mine import mine_from_config
-
-            mine_from_config(self.mine_config, output=self.lists)
+            raise FileNotFoundError(f"{self.lists}: no such lists; run `distill mine` or set data.mine_config")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_rows:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -108,9 +108,9 @@ class GradCache:
 
     ``encoders`` maps a side name to its encoder function (chunk inputs → [n, D]); the loss is called
     with the full embeddings positionally, in the order of ``encoders``, plus the keyword arguments
-    given to ``__call__``. ``chunk_sizes`` is one size for every side or one per side (None: no
-    chunking). ``no_sync`` (e.g. DDP's ``model.no_sync``) wraps every chunk but the last, so
-    gradients are all-reduced once per step.
+    given to ``__call__``. ``chunk_size`` is the number of sequences per encoder pass on every side
+    (None: no chunking). Under DDP every chunk's backward all-reduces (Lightning's manual
+    optimisation does not defer it); that costs bandwidth, not correctness.
 
     The loss's own parameters (a learnt temperature, say) get their gradient in pass 1 through plain
     autograd, not ``backward_fn``; fp16 loss scaling would leave those unscaled (bf16 needs none).
@@ -120,28 +120,21 @@ class GradCache:
         self,
         encoders: Mapping[str, EncodeFn],
         loss_fn: LossFn,
-        chunk_sizes: int | Mapping[str, int | None] | None = None,
+        chunk_size: int | None = None,
         backward_fn: BackwardFn | None = None,
-        no_sync: Callable[[], ContextManager] | None = None,
     ) -> None:
         if not encoders:
             raise ValueError("GradCache needs at least one encoder")
         self.encoders = dict(encoders)
         self.loss_fn = loss_fn
-        if chunk_sizes is None or isinstance(chunk_sizes, int):
-            chunk_sizes = {side: chunk_sizes for side in self.encoders}
-        unknown = set(chunk_sizes) - set(self.encoders)
-        if unknown:
-            raise ValueError(f"chunk sizes for unknown sides {sorted(unknown)}")
-        self.chunk_sizes = {side: chunk_sizes.get(side) for side in self.encoders}
+        self.chunk_size = chunk_size
         self.backward_fn = backward_fn or torch.autograd.backward
-        self.no_sync = no_sync
 
     def __call__(self, inputs: Mapping[str, Any], **loss_kwargs: Any) -> GradCacheOutput:
         missing = set(self.encoders) - set(inputs)
         if missing:
             raise KeyError(f"no inputs for side(s) {sorted(missing)}")
-        chunks = {side: split_inputs(inputs[side], self.chunk_sizes[side]) for side in self.encoders}
+        chunks = {side: split_inputs(inputs[side], self.chunk_size) for side in self.encoders}
 
         # pass 1: embeddings without activations, one RNG snapshot per chunk
         states: dict[str, list[RngState]] = {side: [] for side in self.encoders}
@@ -172,12 +165,10 @@ class GradCache:
             sizes = [batch_size(chunk) for chunk in chunks[side]]
             work += [(side, c, s, g) for c, s, g in zip(chunks[side], states[side], grad.split(sizes))]
         frozen: set[str] = set()
-        synced = True
-        for i, (side, chunk, state, grad) in enumerate(work):
+        for side, chunk, state, grad in work:
             if side in frozen:
                 continue
-            deferred = self.no_sync is not None and i < len(work) - 1
-            with (self.no_sync() if deferred else contextlib.nullcontext()), state.replay():
+            with state.replay():
                 emb = self.encoders[side](chunk)
                 if not emb.requires_grad:  # a frozen encoder (e.g. a fixed passage tower)
                     frozen.add(side)
@@ -186,9 +177,4 @@ class GradCache:
                     raise RuntimeError(f"{side} encoder gave shape {tuple(emb.shape)} on replay, "
                                        f"{tuple(grad.shape)} on the first pass")
                 self.backward_fn(emb, grad.to(emb.dtype))
-                synced = not deferred
-        if not synced:
-            raise RuntimeError("the last chunk belongs to a frozen encoder, so no backward ran outside "
-                               "no_sync and gradients were never all-reduced; encode frozen sides "
-                               "outside GradCache and pass their embeddings as loss arguments")
         return GradCacheOutput(loss.detach(), _detach(dict(aux)), {s: e.detach() for s, e in full.items()})

@@ -10,14 +10,13 @@ from dataclasses import asdict, dataclass
 
 import lightning as L
 import torch
-from torchmetrics.functional.regression import kendall_rank_corrcoef
-from torchmetrics.functional.retrieval import retrieval_normalized_dcg
 
-from distill.losses import DistillationObjective, ObjectiveConfig, list_scores, listwise_kl
+from distill.losses import DistillationObjective, ObjectiveConfig, list_scores
 from distill.training.buckets import encode_in_buckets, length_order, take_rows, trim_padding
 from distill.training.datamodule import ListBatch
 from distill.training.distributed import gather_other_ranks, gather_other_ranks_objects
 from distill.training.gradcache import GradCache
+from distill.training.metrics import dev_list_metrics
 
 
 @dataclass
@@ -182,7 +181,7 @@ class DistillationModule(L.LightningModule):
                 {"query": lambda b: self.student.forward_tokens(trim_padding(b), "query"),
                  "passage": lambda b: self.student.forward_tokens(trim_padding(b), "passage")},
                 lambda q, p: self._loss(unsort(q, "query"), unsort(p, "passage"), scores, batch),
-                chunk_sizes=self.chunk_size,
+                chunk_size=self.chunk_size,
                 backward_fn=lambda t, g: self.manual_backward(t, gradient=g),
             )
             result = engine(inputs)
@@ -206,24 +205,14 @@ class DistillationModule(L.LightningModule):
         q = self.student.forward_tokens(self.student.tokenize_queries(batch.queries), "query")
         p = self.student.forward_tokens(self.student.tokenize_passages(batch.passages), "passage")
         student = list_scores(q.float(), p.float())
-        cfg = self.objective.config
-        kl = listwise_kl(student, scores, cfg.student_temperature, cfg.teacher_temperature,
-                         cfg.teacher_normalization, mask=batch.mask)
-        taus, ndcgs = [], []
-        for s, t, m in zip(student, scores, batch.mask):
-            s, t = s[m].float(), t[m].float()
-            if len(s) < 2:
-                continue
-            tau = kendall_rank_corrcoef(s, t)
-            taus.append(0.0 if torch.isnan(tau) else tau.item())
-            # gains: the teacher's scores min-max normalised per list
-            gains = (t - t.min()) / (t.max() - t.min()) if t.max() > t.min() else torch.ones_like(t)
-            ndcgs.append(retrieval_normalized_dcg(s, gains, top_k=10).item())
         size = len(batch)
-        self.log("dev/kl", kl, prog_bar=True, batch_size=size, sync_dist=True)
-        if taus:
-            self.log("dev/kendall_tau", sum(taus) / len(taus), batch_size=size, sync_dist=True)
-            self.log("dev/ndcg@10_vs_teacher", sum(ndcgs) / len(ndcgs), prog_bar=True, batch_size=size,
+        # the objective's own KL term, with the temperatures and normalisation the run trains with
+        self.log("dev/kl", self.objective.kl(student, scores, batch.mask), prog_bar=True, batch_size=size,
+                 sync_dist=True)
+        metrics = dev_list_metrics(student, scores, batch.mask)
+        if metrics:
+            self.log("dev/kendall_tau", metrics["kendall_tau"], batch_size=size, sync_dist=True)
+            self.log("dev/ndcg@10_vs_teacher", metrics["ndcg@10_vs_teacher"], prog_bar=True, batch_size=size,
                      sync_dist=True)
 
     # ---- optimiser -------------------------------------------------------------------------
