@@ -65,6 +65,14 @@ class ExportStudent(Callback):
             state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
             pl_module.load_state_dict(state)
             selected = ckpt.best_model_path
+        best = ckpt.best_model_score if ckpt is not None else None
+        if best is not None and not torch.isfinite(best):
+            raise RuntimeError(f"{selected}: selected on {ckpt.monitor} = {float(best)}, not a finite score; "
+                               "the student is not exported")
+        bad = [name for name, p in pl_module.student.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise RuntimeError(f"{selected}: {len(bad)} student parameters are not finite (first: {bad[0]}); "
+                               "the student is not exported")
         out = Path(trainer.default_root_dir) / self.dirname
         save_sentence_transformers(pl_module.student, out)
         metrics = {"selected_checkpoint": selected, "monitor": ckpt.monitor if ckpt else None,
