@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -194,3 +195,13 @@ def check_writable(path: str | Path, what: str, folder: bool = False) -> None:
     except OSError as err:
         raise ValueError(f"{what} {path}: cannot write in {parent} ({err.strerror})") from None
     probe.unlink()
+
+
+def move_aside(path: str | Path, why: str) -> Path:
+    """Rename a corrupt cache file ``NAME`` to ``NAME.corrupt-<time>`` (kept for inspection, out of the
+    way of a rebuild) and say so in one line on stderr. Returns the new path."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+    os.replace(path, aside)
+    print(f"warning: {path}: {why}; moved to {aside.name}, it will be rebuilt", file=sys.stderr)
+    return aside

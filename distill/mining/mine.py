@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, normalize_text
 from distill.data.lists import lists_from_rows, save_lists
-from distill.atomic import write_json_atomic
+from distill.atomic import move_aside, write_json_atomic
 from distill.mining.recipe import read_recipe
 from distill.paths import cache_root
 from distill.retrieval.fusion import reciprocal_rank_fusion
@@ -117,7 +117,13 @@ def _cached_stage(work: Path, name: str, key: str, build):
     """Return the stage's saved JSON if it was built with this key, else build, save atomically, return."""
     path = work / f"{name}.json"
     if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(saved, dict) or "data" not in saved:
+                raise ValueError("not a stage object")
+        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            move_aside(path, f"corrupt stage cache ({str(err)[:80]})")
+            saved = {}
         if saved.get("key") == key:
             return saved["data"]
     data = build()
