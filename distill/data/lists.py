@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, Features, List, Value, load_from_disk
 
-from distill.atomic import atomic_folder
+from distill.atomic import atomic_folder, recover
 from distill.data.corpora import DataError, iter_jsonl
 
 CANDIDATE = {
@@ -170,6 +170,8 @@ def load_lists(path: str | Path) -> Dataset:
     """A saved dataset folder or a ``.jsonl`` file of rows; every row validated (one error names
     the file, the row or line, and the field)."""
     path = Path(path)
+    if not path.exists():
+        recover(path)  # a writer killed mid-swap may have left the old version aside
     if path.is_dir():
         try:
             ds = load_from_disk(str(path))
