@@ -39,8 +39,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from distill.atomic import check_writable
     from distill.evaluation.evaluate import EvalConfig, evaluate
 
+    for path, flag in ((args.output, "--output"), (args.run_file, "--run-file")):
+        if path is not None:  # before the work, not after it
+            check_writable(path, flag)
     config = EvalConfig(
         model=args.model, dataset=args.dataset, split=args.split, rerank=args.rerank, depth=args.depth,
         batch_size=args.batch_size, normalize_text=args.normalize_text, show_progress=not args.quiet,
@@ -55,8 +59,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_mine(args: argparse.Namespace) -> int:
+    from distill.atomic import check_writable
     from distill.mining.mine import mine_from_config
 
+    if args.output is not None:
+        check_writable(args.output, "--output", folder=True)
     out = mine_from_config(args.config, output=args.output)
     print(f"wrote {out}")
     return 0

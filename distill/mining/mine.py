@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, normalize_text
 from distill.data.lists import lists_from_rows, save_lists
-from distill.atomic import move_aside, write_json_atomic
+from distill.atomic import check_writable, move_aside, write_json_atomic
 from distill.mining.recipe import read_recipe
 from distill.paths import cache_root
 from distill.retrieval.fusion import reciprocal_rank_fusion
@@ -218,6 +218,7 @@ def mine(config: MineConfig) -> Path:
     from teachers import load_teacher
 
     output = Path(config.output)
+    check_writable(output, "output", folder=True)  # before hours of mining, not after
     work = output.parent / f".{output.name}.work"
     stats: dict = {"config": asdict(config)}
     rs = load_retrieval_set(config.corpus)

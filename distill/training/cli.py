@@ -28,6 +28,9 @@ class DistillCLI(LightningCLI):
         trainer = cfg["trainer"]
         root = trainer.get("default_root_dir") or "runs/default"
         trainer["default_root_dir"] = root
+        from distill.atomic import check_writable
+
+        check_writable(root, "trainer.default_root_dir", folder=True)  # before any work, one line
         from lightning.pytorch.callbacks import ModelCheckpoint
 
         from distill.training.callbacks import ExportStudent, RetrievalMonitor
