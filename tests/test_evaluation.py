@@ -81,6 +81,7 @@ def test_precision_flag_reaches_the_encoder(tmp_path):
     bert = make_tiny_bert(tmp_path / "bert")
     assert build_retriever(str(bert), rs, True, precision="fp32").encoder.bf16 is False
     assert build_retriever(str(bert), rs, True, precision="bf16").encoder.bf16 is True
-    assert build_retriever(str(bert), rs, True).encoder.bf16 is None  # auto: decided by the hardware
+    assert build_retriever(str(bert), rs, True, precision="auto").encoder.bf16 is None  # decided by the hardware
+    assert build_retriever(str(bert), rs, True).encoder.bf16 is False  # fp32 by default (issue 12 §7)
     with pytest.raises(ValueError, match="--precision must be one of"):
         EvalConfig(model="bm25", dataset="x", precision="fp16")
