@@ -49,6 +49,7 @@ BAD = [
     (2, "candidates[1].teacher_score", 1e39, "teacher_score"),
     (2, "candidates[1].teacher_score", math.nan, "teacher_score"),
     (3, "candidates", [], "candidates: missing or empty list"),
+    (3, "candidates", None, "candidates: missing or empty list"),  # found by the property test
     (1, "query", "   ", "query: missing or empty"),
     (4, "candidates[2].text", "", "candidates[2].text: missing or empty"),
     (4, "candidates[2].doc_id", None, "candidates[2].doc_id: missing or empty"),

@@ -225,7 +225,9 @@ def _load_capretrieval(path: Path, name: str) -> RetrievalSet:
         qid = require_str(obj, "id", qpath, lineno)
         _unique(seen, qid, qpath, lineno, "id")
         text = require_str(obj, "query", qpath, lineno)
-        positives = obj.get("positives", [])
+        if "positives" not in obj:  # required (may be []): a dropped key must not read as "no positives"
+            raise DataError(f"{qpath}:{lineno}: positives: missing")
+        positives = obj["positives"]
         if not isinstance(positives, list):
             raise DataError(f"{qpath}:{lineno}: positives: expected a list")
         judged: dict[str, int] = {}

@@ -76,7 +76,7 @@ def validate_lists(table: pa.Table, where: Callable[[int], str]) -> None:
         raise DataError(f"{where(int(rows[1]))}: query_id: duplicate {value.as_py()!r} (first at {where(int(rows[0]))})")
 
     cands = table.column("candidates").combine_chunks()
-    row = _first(pc.or_(pc.is_null(cands), pc.equal(pc.list_value_length(cands), 0)))
+    row = _first(pc.or_kleene(pc.is_null(cands), pc.equal(pc.list_value_length(cands), 0)))
     if row is not None:
         raise bad(row, "candidates", "missing or empty list")
     flat = pc.list_flatten(cands)
