@@ -37,8 +37,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from distill.atomic import check_writable
     from distill.evaluation.evaluate import EvalConfig, evaluate
 
+    for path, flag in ((args.output, "--output"), (args.run_file, "--run-file")):
+        if path is not None:  # before the work, not after it
+            check_writable(path, flag)
     config = EvalConfig(
         model=args.model, dataset=args.dataset, split=args.split, rerank=args.rerank, depth=args.depth,
         batch_size=args.batch_size, normalize_text=args.normalize_text, show_progress=not args.quiet,
@@ -53,8 +57,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_mine(args: argparse.Namespace) -> int:
+    from distill.atomic import check_writable
     from distill.mining.recipe import run_recipe
 
+    if args.output is not None:
+        check_writable(args.output, "--output", folder=True)
     out = run_recipe(args.config, output=args.output)
     print(f"wrote {out}")
     return 0
@@ -97,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--normalize-text", action=argparse.BooleanOptionalAction, default=None,
                     help="lower-case and collapse white space (default: the data set's convention)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
-    ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                    help="encoder precision (auto: bf16 where the hardware has bf16 units)")
+    ev.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                    help="encoder precision (default fp32, the exact reference; bf16 is faster where the "
+                         "hardware has bf16 units and moves scores; auto: bf16 where it has them)")
 
     mine = sub.add_parser("mine", help="build teacher-scored training lists from a recipe")
     mine.add_argument("--config", required=True, type=Path)

@@ -7,24 +7,58 @@ both reports scored, as is customary in IR (Smucker et al. 2007).
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
 from distill.evaluation.metrics import METRICS
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def load_report(path: str | Path) -> dict:
+    """One `distill evaluate --output` report, checked: every problem is one line naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, expected a `distill evaluate --output` JSON report")
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such report") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text (not a `distill evaluate --output` report)") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"{path}: expected a JSON object (a `distill evaluate --output` report), "
+                         f"got {type(report).__name__}")
     for key in (*METRICS, "num_queries"):
         if key not in report:
             raise ValueError(f"{path}: {key}: missing (not a `distill evaluate --output` report)")
+        if not _number(report[key]):
+            raise ValueError(f"{path}: {key}: expected a finite number, got {report[key]!r}")
+    per_query = report.get("per_query", {})
+    if not isinstance(per_query, dict):
+        raise ValueError(f"{path}: per_query: expected an object of query id → metrics")
+    for qid, scores in per_query.items():
+        if not isinstance(scores, dict) or not all(_number(scores.get(m)) for m in METRICS):
+            raise ValueError(f"{path}: per_query.{qid}: expected {', '.join(METRICS)} as finite numbers, got {scores!r}")
     return report
+
+
+def _same_data(reports: list[dict], paths: list) -> None:
+    """Scores of different data sets or splits are not comparable: refuse, naming both."""
+    def what(r: dict) -> str:
+        return f"{r.get('dataset', '?')} ({r.get('split', '?')})"
+
+    base = reports[0]
+    for path, report in zip(paths[1:], reports[1:]):
+        for key in ("dataset", "split"):
+            if key in base and key in report and base[key] != report[key]:
+                raise ValueError(f"{paths[0]} is {what(base)} but {path} is {what(report)}: "
+                                 "compare reports of one data set and split")
 
 
 def paired_randomization(a: list[float], b: list[float], trials: int = 10_000, seed: int = 0) -> float:
@@ -44,6 +78,7 @@ def load_reports(paths: list[str | Path], names: list[str] | None, metric: str) 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     reports = [load_report(p) for p in paths]
+    _same_data(reports, list(paths))
     names = list(names or [Path(p).stem for p in paths])
     if len(names) != len(reports):
         raise ValueError(f"{len(names)} names for {len(reports)} reports")

@@ -4,7 +4,8 @@ Key = sha256(teacher.identity \\0 query \\0 passage), so a change of weights, ma
 or head is a different key and never a stale hit. Missing pairs are scored in chunks and each chunk
 is committed as soon as it is scored: a killed run loses at most one chunk and the file stays
 readable (WAL commits are atomic). Many readers and writers may share one file; a writer waits up to
-``timeout`` seconds for another's transaction.
+``timeout`` seconds for another's transaction. A file SQLite finds corrupt (truncated, overwritten)
+is moved aside with one line on stderr and a fresh one started: its scores are simply recomputed.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from distill.atomic import move_aside
 from teachers.base import Teacher, check_pairs
 
 # SQLite builds before 3.32 allow at most 999 bound parameters per statement.
@@ -62,11 +64,46 @@ class CachedTeacher(Teacher):
         return self.inner.identity
 
     # -- storage -------------------------------------------------------------------------------
+    def _recovering(self, operation):
+        """Run ``operation()``; if SQLite reports the file corrupt, move it aside and run it once more."""
+        try:
+            return operation()
+        except sqlite3.DatabaseError as err:
+            if not _is_corrupt(err):
+                raise
+            self._quarantine(err)
+            return operation()
+
+    def _quarantine(self, err: sqlite3.DatabaseError) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+        self._conn = self._pid = None
+        if self.path.exists():
+            aside = move_aside(self.path, f"corrupt score cache ({err})")
+            for suffix in ("-wal", "-shm"):  # SQLite's side files belong to the moved database
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    os.replace(side, aside.with_name(aside.name + suffix))
+
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross fork(): a child process opens its own.
         if self._conn is None or self._pid != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            try:
+                self._conn, self._pid = self._open(), os.getpid()
+            except sqlite3.DatabaseError as err:
+                if not _is_corrupt(err):
+                    raise
+                self._quarantine(err)
+                self._conn, self._pid = self._open(), os.getpid()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -74,10 +111,16 @@ class CachedTeacher(Teacher):
             # NORMAL in WAL mode: a committed chunk survives a killed process (only power loss may drop the last one).
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(SCHEMA)
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
+            conn.execute("SELECT key FROM scores LIMIT 1").fetchall()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _lookup(self, keys: list[bytes]) -> dict[bytes, float]:
+        return self._recovering(lambda: self._lookup_once(keys))
+
+    def _lookup_once(self, keys: list[bytes]) -> dict[bytes, float]:
         conn, found = self._connection(), {}
         for i in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[i:i + _LOOKUP_CHUNK]
@@ -86,6 +129,9 @@ class CachedTeacher(Teacher):
         return found
 
     def _store(self, keys: list[bytes], scores: list[float]) -> None:
+        self._recovering(lambda: self._store_once(keys, scores))
+
+    def _store_once(self, keys: list[bytes], scores: list[float]) -> None:
         conn = self._connection()
         # IMMEDIATE takes the write lock up front, so concurrent writers queue on busy_timeout
         # instead of failing on a lock upgrade. OR IGNORE: another process may have written the same
@@ -95,12 +141,15 @@ class CachedTeacher(Teacher):
             conn.executemany("INSERT OR IGNORE INTO scores (key, score) VALUES (?, ?)", zip(keys, scores))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the statement failed before the transaction held anything, or the file is corrupt
             raise
 
     def count(self) -> int:
         """Rows in the cache file (all teachers)."""
-        return int(self._connection().execute("SELECT count(*) FROM scores").fetchone()[0])
+        return int(self._recovering(lambda: self._connection().execute("SELECT count(*) FROM scores").fetchone()[0]))
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
@@ -165,3 +214,10 @@ class CachedTeacher(Teacher):
 
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "forward_pairs": self.forward_pairs}
+
+
+def _is_corrupt(err: sqlite3.DatabaseError) -> bool:
+    """SQLite's "malformed" / "not a database" (not "locked" or "busy", which are waits, not damage)."""
+    name = getattr(err, "sqlite_errorname", "")
+    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or (
+        not name and any(s in str(err) for s in ("malformed", "not a database")))

@@ -83,5 +83,6 @@ def test_precision_flag_reaches_the_encoder(tmp_path):
     assert build_retriever(str(bert), rs, bf16=PRECISIONS["fp32"]).encoder.bf16 is False
     assert build_retriever(str(bert), rs, bf16=PRECISIONS["bf16"]).encoder.bf16 is True
     assert build_retriever(str(bert), rs, bf16=PRECISIONS["auto"]).encoder.bf16 is None  # decided by the hardware
+    assert build_retriever(str(bert), rs).encoder.bf16 is False  # fp32 by default (issue 12 §7)
     with pytest.raises(ValueError, match="--precision must be one of"):
         EvalConfig(model="bm25", dataset="x", precision="fp16")

@@ -6,12 +6,16 @@ Common schema:
 - qrels:   per split, ``{query_id: {doc_id: relevance}}`` (graded ints; 0 = judged non-relevant)
 - types:   ``{type_name: [query_id, ...]}`` where the set defines query types (CapRetrieval)
 
-Every problem in a file is reported as one line ``file:line: field: what is wrong``.
+Every problem in a file is reported as one line ``file:line: field: what is wrong``. Files are
+UTF-8 (a leading byte-order mark, as spreadsheet tools write, is accepted). Relevance grades follow
+one rule in both formats: non-negative integers; a number written with a zero fraction (``1.0``,
+as spreadsheet exports write) is that integer; anything else (``1.7``, ``-1``, ``Infinity``, ``NaN``,
+``true``) is an error. A split that judges no query relevant would measure nothing: an error too.
 """
 from __future__ import annotations
 
-import csv
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,10 +71,14 @@ class RetrievalSet:
         return ids, texts
 
     def query_texts(self, split: str) -> tuple[list[str], list[str]]:
-        """Ids and texts of the split's queries that have at least one positive judgement."""
+        """Ids and texts of the split's queries that have at least one positive judgement (at least
+        one, or the evaluation would report 0.00 over 0 queries)."""
         qrels = self.split_qrels(split)
         keep = [(qid, text) for qid, text in zip(self.queries["query_id"], self.queries["text"])
                 if any(rel > 0 for rel in qrels.get(qid, {}).values())]
+        if not keep:
+            raise DataError(f"{self.path}: split {split!r} judges no query relevant (no grade > 0); "
+                            "an evaluation on it would measure nothing")
         return [q for q, _ in keep], [t for _, t in keep]
 
 
@@ -120,19 +128,56 @@ def _guess_language(rs: RetrievalSet) -> str:
     return "zh" if cjk > 0.2 * max(len(sample), 1) else "en"
 
 
+def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, a leading BOM dropped; bytes that are not UTF-8 text
+    (another encoding, a binary file) are a one-line DataError naming file and line."""
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                f"{err.start + 1}); save the file as UTF-8") from None
+            if "\x00" in line:
+                raise DataError(f"{path}:{lineno}: binary data (a NUL byte), expected UTF-8 text")
+            yield lineno, line
+
+
+def parse_grade(value, where: str, text: bool = False) -> int:
+    """One rule for CapRetrieval ``score`` and BEIR qrels: a non-negative integer (``1.0`` is 1).
+    ``text``: the value is a TSV field (a string to parse); in JSON a string is the wrong type."""
+    number = value
+    if text and isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise DataError(f"{where}: expected an integer >= 0 (a relevance grade), got {value!r}") from None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise DataError(f"{where}: expected an integer >= 0 (a relevance grade), got {value!r}")
+    if isinstance(number, float):
+        if not math.isfinite(number) or not number.is_integer():
+            raise DataError(f"{where}: expected an integer >= 0 (a relevance grade), got {value!r}")
+        number = int(number)
+    if number < 0:
+        raise DataError(f"{where}: expected an integer >= 0 (a relevance grade), got {value!r}")
+    return number
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; malformed JSON is a one-line DataError."""
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def require_str(obj: dict, key: str, path: Path, lineno: int, allow_empty: bool = False) -> str:
@@ -184,7 +229,9 @@ def _load_capretrieval(path: Path, name: str) -> RetrievalSet:
         qid = require_str(obj, "id", qpath, lineno)
         _unique(seen, qid, qpath, lineno, "id")
         text = require_str(obj, "query", qpath, lineno)
-        positives = obj.get("positives", [])
+        if "positives" not in obj:  # required (may be []): a dropped key must not read as "no positives"
+            raise DataError(f"{qpath}:{lineno}: positives: missing")
+        positives = obj["positives"]
         if not isinstance(positives, list):
             raise DataError(f"{qpath}:{lineno}: positives: expected a list")
         judged: dict[str, int] = {}
@@ -194,15 +241,16 @@ def _load_capretrieval(path: Path, name: str) -> RetrievalSet:
             doc = str(pos["id"])
             if doc not in doc_ids:
                 raise DataError(f"{qpath}:{lineno}: positives[{i}].id: unknown document {doc!r}")
-            score = pos.get("score", 1)
-            if not isinstance(score, (int, float)) or isinstance(score, bool):
-                raise DataError(f"{qpath}:{lineno}: positives[{i}].score: expected a number")
-            judged[doc] = int(score)
+            if doc in judged:
+                raise DataError(f"{qpath}:{lineno}: positives[{i}].id: duplicate document {doc!r}")
+            judged[doc] = parse_grade(pos.get("score", 1), f"{qpath}:{lineno}: positives[{i}].score")
         qids.append(qid)
         qtexts.append(text)
         qrels[qid] = judged
     if not qids:
         raise DataError(f"{qpath}: no queries")
+    if not any(rel > 0 for judged in qrels.values() for rel in judged.values()):
+        raise DataError(f"{qpath}: positives: no query has a positive judgement; an evaluation would measure nothing")
     queries = Dataset.from_dict({"query_id": qids, "text": qtexts})
     types, notes = _read_types(path, name, dict(zip(qtexts, qids)), qids)
     return RetrievalSet(name, path, corpus, queries, {"test": qrels}, types, notes=notes, normalize_text=True)
@@ -233,7 +281,7 @@ def _read_types(path: Path, name: str, by_text: dict[str, str], qids: list[str])
         own = set(qids)
         lookup = {t: q for t, q in zh.items() if q in own}
     try:
-        raw = json.loads(tpath.read_text(encoding="utf-8"))
+        raw = json.loads("".join(line for _, line in iter_lines(tpath)))
     except json.JSONDecodeError as err:
         raise DataError(f"{tpath}:{err.lineno}: malformed JSON ({err.msg})") from None
     if not isinstance(raw, dict):
@@ -284,22 +332,25 @@ def _load_beir(path: Path, name: str) -> RetrievalSet:
 
 def _read_qrels(path: Path, queries: set[str], docs: set[str]) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        for lineno, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if lineno == 1 and row[0] == "query-id":
-                continue
-            if len(row) != 3:
-                raise DataError(f"{path}:{lineno}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(row)}")
-            qid, doc, score = row
-            if qid not in queries:
-                raise DataError(f"{path}:{lineno}: query-id: unknown query {qid!r}")
-            if doc not in docs:
-                raise DataError(f"{path}:{lineno}: corpus-id: unknown document {doc!r}")
-            try:
-                rel = int(score)
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: score: expected an integer, got {score!r}") from None
-            qrels.setdefault(qid, {})[doc] = rel
+    judgements = 0
+    for lineno, line in iter_lines(path):
+        row = line.rstrip("\r\n").split("\t")
+        if not "".join(row).strip():
+            continue
+        if lineno == 1 and row[0] == "query-id":
+            continue
+        if len(row) != 3:
+            raise DataError(f"{path}:{lineno}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(row)}")
+        qid, doc, score = row
+        if qid not in queries:
+            raise DataError(f"{path}:{lineno}: query-id: unknown query {qid!r}")
+        if doc not in docs:
+            raise DataError(f"{path}:{lineno}: corpus-id: unknown document {doc!r}")
+        rel = parse_grade(score, f"{path}:{lineno}: score", text=True)
+        if doc in qrels.get(qid, {}):
+            raise DataError(f"{path}:{lineno}: corpus-id: duplicate judgement of {doc!r} for query {qid!r}")
+        qrels.setdefault(qid, {})[doc] = rel
+        judgements += 1
+    if not judgements:
+        raise DataError(f"{path}: no judgements (empty or header only); an evaluation would measure nothing")
     return qrels

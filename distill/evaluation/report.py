@@ -19,12 +19,13 @@ class Report:
     rerank: str | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    precision: str = ""  # the encoder's: "fp32", "bf16" or "n/a (BM25)"; scores differ between them
 
     def to_json(self, per_query: bool = False) -> dict:
         out = {
             "dataset": self.dataset, "split": self.split, "model": self.model, "rerank": self.rerank,
             **{m: self.metrics[m] for m in METRICS},
-            "num_queries": self.metrics["num_queries"],
+            "num_queries": self.metrics["num_queries"], "precision": self.precision,
             "seconds": round(self.seconds, 3),
         }
         if self.by_type:
@@ -37,7 +38,8 @@ class Report:
         write_json_atomic(path, self.to_json(per_query=per_query))
 
     def table(self) -> str:
-        title = f"{self.model}{' → ' + self.rerank if self.rerank else ''} on {self.dataset} ({self.split})"
+        title = (f"{self.model}{' → ' + self.rerank if self.rerank else ''} on {self.dataset} ({self.split})"
+                 f", precision {self.precision or 'unknown'}")
         rows = [("all", self.metrics)] + sorted(self.by_type.items())
         width = max(len(name) for name, _ in rows)
         head = f"{'':<{width}}  " + "  ".join(f"{m:>10}" for m in METRICS) + f"  {'queries':>7}"

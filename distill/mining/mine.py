@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from distill.atomic import write_json_atomic
+from distill.atomic import check_writable, move_aside, write_json_atomic
 from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, locate_retrieval_set
 from distill.data.lists import lists_from_rows, save_lists
 from distill.mining.queries import build_generators, drop_eval_overlap
@@ -133,7 +133,13 @@ def _cached_stage(work: Path, name: str, key: str, build):
     """Return the stage's saved JSON if it was built with this key, else build, save atomically, return."""
     path = work / f"{name}.json"
     if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(saved, dict) or "data" not in saved:
+                raise ValueError("not a stage object")
+        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            move_aside(path, f"corrupt stage cache ({str(err)[:80]})")
+            saved = {}
         if saved.get("key") == key:
             return saved["data"]
     data = build()
@@ -221,6 +227,7 @@ def mine(config: MineConfig) -> Path:
     from teachers import load_teacher
 
     output = Path(config.output)
+    check_writable(output, "output", folder=True)  # before hours of mining, not after
     work = output.parent / f".{output.name}.work"
     stats: dict = {"config": asdict(config)}
     rs = load_retrieval_set(config.corpus)

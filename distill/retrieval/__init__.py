@@ -29,13 +29,13 @@ def as_searched(texts: Iterable[str], normalize: bool) -> list[str]:
 
 
 def build_retriever(model: "str | DualEncoder", rs: "RetrievalSet", *, normalize: bool | None = None,
-                    batch_size: int = 64, show_progress: bool = False, bf16: bool | None = None) -> Retriever:
+                    batch_size: int = 64, show_progress: bool = False, bf16: bool | None = False) -> Retriever:
     """A retriever over ``rs``'s corpus: BM25 (pyserini, in-process, cached under the cache root) for
     ``"bm25"``; otherwise dense (faiss, exact inner product) over a student name / folder or an
     in-memory encoder.
 
     ``normalize``: None follows the set's own convention (``rs.normalize_text``). ``bf16`` applies to
-    an encoder loaded by name (None: bf16 where the hardware has bf16 units).
+    an encoder loaded by name (default fp32, exact; None: bf16 where the hardware has bf16 units).
     """
     normalize = rs.normalize_text if normalize is None else normalize
     ids, texts = rs.doc_texts()

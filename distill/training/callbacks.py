@@ -19,11 +19,12 @@ class RetrievalMonitor(Callback):
     """
 
     def __init__(self, datasets: list[str] | None = None, every_n_epochs: int = 1, split: str = "test",
-                 batch_size: int = 64):
+                 batch_size: int = 64, precision: str = "fp32"):
         self.datasets = list(datasets or [])
         self.every_n_epochs = every_n_epochs
         self.split = split
         self.batch_size = batch_size
+        self.precision = precision  # of the evaluation, whatever the training precision (fp32: exact)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.datasets or trainer.sanity_checking or not trainer.is_global_zero:
@@ -31,7 +32,8 @@ class RetrievalMonitor(Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         for name in self.datasets:
-            report = evaluate_encoder(pl_module.student, name, self.split, batch_size=self.batch_size)
+            report = evaluate_encoder(pl_module.student, name, self.split, batch_size=self.batch_size,
+                                      precision=self.precision)
             for metric in ("ndcg@10", "recall@100", "mrr@10"):
                 pl_module.log(f"monitor/{name}/{metric}", report.metrics[metric], rank_zero_only=True)
 
@@ -48,11 +50,12 @@ class ExportStudent(Callback):
     sentence-transformers folder, with its evaluation-set metrics in ``student/metrics.json``."""
 
     def __init__(self, datasets: list[str] | None = None, split: str = "test", batch_size: int = 64,
-                 dirname: str = "student"):
+                 dirname: str = "student", precision: str = "fp32"):
         self.datasets = list(datasets or [])
         self.split = split
         self.batch_size = batch_size
         self.dirname = dirname
+        self.precision = precision
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -65,13 +68,22 @@ class ExportStudent(Callback):
             state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
             pl_module.load_state_dict(state)
             selected = ckpt.best_model_path
+        best = ckpt.best_model_score if ckpt is not None else None
+        if best is not None and not torch.isfinite(best):
+            raise RuntimeError(f"{selected}: selected on {ckpt.monitor} = {float(best)}, not a finite score; "
+                               "the student is not exported")
+        bad = [name for name, p in pl_module.student.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise RuntimeError(f"{selected}: {len(bad)} student parameters are not finite (first: {bad[0]}); "
+                               "the student is not exported")
         out = Path(trainer.default_root_dir) / self.dirname
         save_sentence_transformers(pl_module.student, out)
         metrics = {"selected_checkpoint": selected, "monitor": ckpt.monitor if ckpt else None,
                    "best_score": float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None,
                    "evaluation": {}}
         for name in self.datasets:
-            report = evaluate_encoder(pl_module.student, name, self.split, batch_size=self.batch_size)
+            report = evaluate_encoder(pl_module.student, name, self.split, batch_size=self.batch_size,
+                                      precision=self.precision)
             metrics["evaluation"][name] = report.to_json()
             print(report.table())
         write_json_atomic(out / "metrics.json", metrics)

@@ -41,7 +41,7 @@ class DistillCLI(LightningCLI):
         # evaluation sets: monitored while training (never select a checkpoint), reported at the end
         parser.add_lightning_class_args(RetrievalMonitor, "evaluation")
         parser.add_lightning_class_args(ExportStudent, "export")
-        for key in ("datasets", "split", "batch_size"):
+        for key in ("datasets", "split", "batch_size", "precision"):
             parser.link_arguments(f"evaluation.{key}", f"export.{key}")
         for key in ("selection", "checkpoint"):
             parser.link_arguments("trainer.default_root_dir", f"{key}.dirpath", compute_fn=_checkpoint_dir)
@@ -63,6 +63,9 @@ class DistillCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        from distill.atomic import check_writable
+
+        check_writable(cfg["trainer"]["default_root_dir"], "trainer.default_root_dir", folder=True)  # before any work
         mine_missing_lists(cfg["data"]["lists"], cfg["data"].get("mine_config"))
 
 

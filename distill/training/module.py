@@ -186,6 +186,10 @@ class DistillationModule(L.LightningModule):
             )
             result = engine(inputs)
             loss, terms = result.loss, result.aux
+        if not torch.isfinite(loss).all():  # stop before the step: NaN weights are never saved or exported
+            raise RuntimeError(f"training loss is {loss.item()} at step {self.global_step}, batch {batch_idx} "
+                               f"(queries {', '.join(batch.query_ids[:4])}{', ...' if len(batch) > 4 else ''}); "
+                               "stopped before the optimiser step")
         if self.optimizer_config.max_grad_norm:
             self.clip_gradients(opt, gradient_clip_val=self.optimizer_config.max_grad_norm,
                                 gradient_clip_algorithm="norm")
