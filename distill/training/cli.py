@@ -6,8 +6,11 @@ precision bf16-mixed where the hardware has bf16 units and 32-true elsewhere.
 """
 from __future__ import annotations
 
+import io
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from distill.hardware import lightning_precision
@@ -52,3 +55,20 @@ class DistillCLI(LightningCLI):
 def run_fit(argv: list[str]) -> None:
     DistillCLI(DistillationModule, ListsDataModule, args=["fit", *argv], save_config_kwargs={"overwrite": True},
                seed_everything_default=0)
+
+
+def resolve_fit_config(argv: list[str]) -> dict:
+    """The configuration ``distill fit ARGV`` would run, every default filled in, without building
+    anything: the ``--config`` files merged in order (later ones override earlier ones key by key),
+    then the command-line overrides. It is the fit's own parser, so a key the fit would reject is a
+    ``ValueError`` here, with jsonargparse's message."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            run_fit([*argv, "--print_config"])
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            lines = [line.strip() for line in err.getvalue().splitlines() if line.strip()]
+            first = next((i for i, line in enumerate(lines) if "error:" in line), len(lines) - 1)
+            raise ValueError(" ".join(lines[first:first + 2]) if lines else f"fit arguments rejected: {argv}") from None
+    return yaml.safe_load(out.getvalue())
