@@ -1,6 +1,7 @@
 """Callbacks: evaluation-set monitoring (never selects a checkpoint) and the final student export."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -90,15 +91,11 @@ class ProgressLines(Callback):
         self._start = self._last = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        import time
-
         self._start = time.monotonic()
         self._last = None
         self._line(trainer, 0.0)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        import time
-
         now = time.monotonic()
         done = trainer.global_step >= trainer.estimated_stepping_batches
         if self._last is None or now - self._last >= self.every_n_seconds or done:

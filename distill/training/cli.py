@@ -7,6 +7,7 @@ precision bf16-mixed where the hardware has bf16 units and 32-true elsewhere.
 from __future__ import annotations
 
 import io
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def resolve_fit_config(argv: list[str]) -> dict:
     then the command-line overrides. It is the fit's own parser, so a key the fit would reject is a
     ``ValueError`` here, with jsonargparse's message."""
     out, err = io.StringIO(), io.StringIO()
+    argv0, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when args= and sys.argv both carry arguments
     try:
         with redirect_stdout(out), redirect_stderr(err):
             run_fit([*argv, "--print_config"])
@@ -71,4 +73,6 @@ def resolve_fit_config(argv: list[str]) -> dict:
             lines = [line.strip() for line in err.getvalue().splitlines() if line.strip()]
             first = next((i for i, line in enumerate(lines) if "error:" in line), len(lines) - 1)
             raise ValueError(" ".join(lines[first:first + 2]) if lines else f"fit arguments rejected: {argv}") from None
+    finally:
+        sys.argv = argv0
     return yaml.safe_load(out.getvalue())
