@@ -77,23 +77,28 @@ def _ablate(tiny, out: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-def test_ablation_end_to_end_resumes_and_reuses(tiny, tmp_path):
+def test_ablation_end_to_end_resumes_and_reuses(tiny, tmp_path, monkeypatch, capsys):
+    from distill.ablate import run_ablation
+
     out = tmp_path / "abl"
+    for key, value in _env(tiny["base"]).items():  # the fits inherit it (kill_switch importable, own cache)
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tiny["base"])
     # 1. a part of the ablation (one arm, one seed) whose fit is killed mid-run, as a crash would
+    #    (in process, to spare a start-up; the CLI's one-line errors are checked below)
     killer = json.dumps({"class_path": "kill_switch.KillAtStep", "init_args": {"step": 4}})
-    killed = _ablate(tiny, out, "--arms", "kl", "--seeds", "0", f"--fit-arg=--trainer.callbacks+={killer}")
-    assert killed.returncode == 2, killed.stdout[-3000:] + killed.stderr[-3000:]
-    error = killed.stderr.strip().splitlines()
-    assert len(error) == 1 and "fit of kl seed 0 failed (killed by signal 9)" in error[0]
+    with pytest.raises(RuntimeError, match=r"fit of kl seed 0 failed \(killed by signal 9\)"):
+        run_ablation(tiny["config"], out, arms=["kl"], seeds=[0], fit_args=[f"--trainer.callbacks+={killer}"])
     run = out / "runs" / "kl" / "seed0"
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "done.json").exists()
     assert not (out / "runs" / "infonce").exists()  # only the chosen part ran
+    capsys.readouterr()
 
-    # 2. the whole ablation: the killed fit resumes from its last checkpoint, the other three train
+    # 2. the whole ablation through the CLI: the killed fit resumes from its last checkpoint, three more train
     full = _ablate(tiny, out)
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     assert f"[kl seed 0] resuming from {run / 'checkpoints' / 'last.ckpt'}" in full.stdout
-    assert "1 finished (reused)" not in full.stdout and "4 to train" in full.stdout
+    assert "0 finished (reused), 4 to train" in full.stdout
     assert "[infonce seed 1 | run 4/4] step 6/6" in full.stdout  # progress: arm, seed, step
     markers = {(a, s): json.loads((out / "runs" / a / f"seed{s}" / "done.json").read_text())
                for a in ARMS for s in (0, 1)}
@@ -132,9 +137,9 @@ def test_ablation_end_to_end_resumes_and_reuses(tiny, tmp_path):
 
     # 3. again: every run is recognised by its configuration hash; nothing is retrained or re-evaluated
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name != "ablation.json"}
-    again = _ablate(tiny, out)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "4 finished (reused), 0 to train" in again.stdout and "evaluating" not in again.stdout
+    run_ablation(tiny["config"], out)
+    again = capsys.readouterr().out
+    assert "4 finished (reused), 0 to train" in again and "evaluating" not in again
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert json.loads((out / "ablation.json").read_text())["arms"] == summary["arms"]
 
@@ -142,15 +147,10 @@ def test_ablation_end_to_end_resumes_and_reuses(tiny, tmp_path):
     import nbformat
     from nbclient import NotebookClient
 
-    env = {"DISTILL_ABLATION": str(out / "ablation.json"), "DISTILL_REPORTS": "", "DISTILL_FIGURE": str(tmp_path / "nb.png")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        nb = nbformat.read(ROOT / "notebooks" / "ablation_report.ipynb", as_version=4)
-        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    monkeypatch.setenv("DISTILL_ABLATION", str(out / "ablation.json"))
+    monkeypatch.setenv("DISTILL_REPORTS", "")
+    nb = nbformat.read(ROOT / "notebooks" / "ablation_report.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "ablation over 2 arms × 2 seeds" in text
     assert f"{100 * kl['metrics']['ndcg@10']['mean']:.2f}" in text
