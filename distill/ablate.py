@@ -616,8 +616,16 @@ def run_ablation(config: str | Path, output: str | Path | None = None, arms: lis
     todo = [r for r in chosen if r.done() is None]
     print(f"ablation {cfg.path} → {out}: {len(chosen)} runs chosen, {len(chosen) - len(todo)} finished (reused), "
           f"{len(todo)} to train", flush=True)
+    # before a run's own progress lines arrive: an estimate from the runs already finished
+    seconds = [m["seconds"] for m in (r.done() for r in chosen) if m and m.get("seconds")]
     for i, run in enumerate(todo, 1):
-        train(run, list(fit_args or []), _Progress(run, i, len(todo), len(todo) - i), cfg.keep_checkpoints)
+        if seconds:
+            per_run = statistics.fmean(seconds)
+            print(f"[{run.label} | run {i}/{len(todo)}] ~{_duration(per_run)} a run so far: "
+                  f"~{_duration(per_run * (len(todo) - i + 1))} of training left", flush=True)
+        marker = train(run, list(fit_args or []), _Progress(run, i, len(todo), len(todo) - i), cfg.keep_checkpoints)
+        if not marker["resumed"]:
+            seconds.append(marker["seconds"])
         evaluate_run(run, cfg)
 
     # the report covers every finished run of the config, not only this invocation's part
