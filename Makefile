@@ -29,7 +29,7 @@ test: install
 # with KL + 0.1 InfoNCE, then zero-shot vs distilled nDCG@10 on CapRetrievalEn.
 demo: install
 	$(VENV)/bin/distill mine --config recipes/mine/capretrieval-en.yaml
-	$(VENV)/bin/distill fit --config recipes/capretrieval-en/combined.yaml --trainer.default_root_dir runs/demo --trainer.max_epochs 1 --evaluation.datasets '[]'
+	$(VENV)/bin/distill fit --config recipes/capretrieval-en/base.yaml --config recipes/capretrieval-en/combined.yaml --trainer.default_root_dir runs/demo --trainer.max_epochs 1 --evaluation.datasets '[]'
 	$(VENV)/bin/distill evaluate --quiet --model all-MiniLM-L6-v2 --dataset capretrieval-en --output runs/demo/zero-shot.json
 	$(VENV)/bin/distill evaluate --quiet --model runs/demo/student --dataset capretrieval-en --output runs/demo/distilled.json
 	$(VENV)/bin/distill compare runs/demo/zero-shot.json runs/demo/distilled.json --names zero-shot distilled --by-type

@@ -77,6 +77,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from distill.ablate import run_ablation
+
+    def listed(text: str | None, cast=str):
+        return [cast(x) for x in text.split(",") if x.strip()] if text else None
+
+    try:
+        seeds = listed(args.seeds, int)
+    except ValueError:
+        raise ValueError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    run_ablation(args.config, output=args.output, arms=listed(args.arms), seeds=seeds, fit_args=args.fit_arg)
+    return 0
+
+
 def _cmd_fit(argv: list[str]) -> int:
     from distill.training.cli import run_fit
 
@@ -118,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--metric", default="ndcg@10")
     cmp_.add_argument("--by-type", action="store_true", help="also the per-query-type breakdown (CapRetrieval)")
 
+    abl = sub.add_parser("ablate", help="arms x seeds of a fit recipe at equal budget -> ablation.md/.json/.png")
+    abl.add_argument("--config", required=True, type=Path, help="an ablation config, e.g. recipes/capretrieval-en/ablation.yaml")
+    abl.add_argument("--output", type=Path, help="output folder (default: the config's output, else runs/ablation/<dataset>)")
+    abl.add_argument("--arms", help="comma-separated arms to train now (default: all); the report covers every finished run")
+    abl.add_argument("--seeds", help="comma-separated seeds to train now (default: the config's)")
+    abl.add_argument("--fit-arg", action="append", default=[], metavar="ARG",
+                     help="extra argument for every fit, not part of the run's hash (runtime only: "
+                          "--fit-arg=--trainer.callbacks+=...); repeatable")
+
     sub.add_parser("fit", help="train a student from a recipe (LightningCLI; see `distill fit --help`)",
                    add_help=False)
     return parser
@@ -133,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "models" and args.action == "path" and not args.name:
             raise ValueError("usage: distill models path NAME")
         handler = {"models": _cmd_models, "evaluate": _cmd_evaluate, "mine": _cmd_mine,
-                   "compare": _cmd_compare}[args.command]
+                   "compare": _cmd_compare, "ablate": _cmd_ablate}[args.command]
         return handler(args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
         if os.environ.get("DISTILL_DEBUG"):

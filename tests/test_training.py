@@ -37,8 +37,9 @@ def _fit_cli(args: list[str], pythonpath: Path | None = None, **kw) -> subproces
                TOKENIZERS_PARALLELISM="false")
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
+    # smoke.yaml as shipped trains the packaged student at 1e-4; a tiny random one needs a larger step
     return subprocess.Popen([sys.executable, "-m", "distill.cli", "fit", "--config", str(ROOT / "recipes/smoke.yaml"),
-                             *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+                             "--model.optimizer.lr", "1.0e-3", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
 def _trainer(root: Path, **kw) -> L.Trainer:

@@ -1,6 +1,7 @@
 """Callbacks: evaluation-set monitoring (never selects a checkpoint) and the final student export."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -88,3 +89,32 @@ class ExportStudent(Callback):
             print(report.table())
         write_json_atomic(out / "metrics.json", metrics)
         print(f"student written to {out}")
+
+
+class ProgressLines(Callback):
+    """One parseable stdout line every ``every_n_seconds`` (and at the first and last step):
+    ``distill-progress step=S total=T elapsed=E``, for a driver that runs fits as subprocesses
+    (`distill ablate`) rather than for a person (who has the progress bar)."""
+
+    PREFIX = "distill-progress"
+
+    def __init__(self, every_n_seconds: float = 10.0):
+        self.every_n_seconds = every_n_seconds
+        self._start = self._last = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.monotonic()
+        self._last = None
+        self._line(trainer, 0.0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        now = time.monotonic()
+        done = trainer.global_step >= trainer.estimated_stepping_batches
+        if self._last is None or now - self._last >= self.every_n_seconds or done:
+            self._line(trainer, now - self._start)
+            self._last = now
+
+    def _line(self, trainer: L.Trainer, elapsed: float) -> None:
+        if trainer.is_global_zero:
+            print(f"{self.PREFIX} step={trainer.global_step} total={int(trainer.estimated_stepping_batches)} "
+                  f"elapsed={elapsed:.1f}", flush=True)

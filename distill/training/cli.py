@@ -12,9 +12,11 @@ Training never mines: when ``data.lists`` is missing, the driver runs ``data.min
 """
 from __future__ import annotations
 
+import io
 import re
 import sys
 import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import yaml
@@ -141,3 +143,23 @@ def run_fit(argv: list[str]) -> None:
     DistillCLI(DistillationModule, ListsDataModule, args=["fit", *argv], save_config_kwargs={"overwrite": True},
                seed_everything_default=0,
                parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}})
+
+
+def resolve_fit_config(argv: list[str]) -> dict:
+    """The configuration ``distill fit ARGV`` would run, every default filled in, without building
+    anything: the ``--config`` files merged in order (later ones override earlier ones key by key),
+    then the command-line overrides. It is the fit's own parser, so a key the fit would reject is a
+    ``ValueError`` here, with jsonargparse's message."""
+    out, err = io.StringIO(), io.StringIO()
+    argv0, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when args= and sys.argv both carry arguments
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            run_fit([*argv, "--print_config"])
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            lines = [line.strip() for line in err.getvalue().splitlines() if line.strip()]
+            first = next((i for i, line in enumerate(lines) if "error:" in line), len(lines) - 1)
+            raise ValueError(" ".join(lines[first:first + 2]) if lines else f"fit arguments rejected: {argv}") from None
+    finally:
+        sys.argv = argv0
+    return yaml.safe_load(out.getvalue())

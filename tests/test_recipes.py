@@ -1,0 +1,66 @@
+"""The shipped recipes, as `distill fit` resolves them: a method file over its data set's base.yaml
+changes only what it names (nested model.objective.* keys merge key by key, the rest of the base
+stays), and smoke.yaml runs as shipped (its lists are in the repository, its student is packaged)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill.training.cli import resolve_fit_config
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = sorted(p for p in ROOT.glob("recipes/*/*.yaml")
+                 if p.parent.name != "mine" and p.name not in ("base.yaml", "ablation.yaml"))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_every_data_set_has_a_base_and_the_three_methods():
+    datasets = {p.parent.name for p in ROOT.glob("recipes/*/base.yaml")}
+    assert datasets == {"capretrieval", "capretrieval-en", "scifact"}
+    for ds in datasets:
+        assert {p.stem for p in METHODS if p.parent.name == ds} == {"infonce", "distill", "combined"}
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_a_method_file_overrides_only_what_it_names(method, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    base_path = method.parent / "base.yaml"
+    base = resolve_fit_config(["--config", str(base_path)])
+    merged = resolve_fit_config(["--config", str(base_path), "--config", str(method)])
+    named = _flatten(yaml.safe_load(method.read_text()))
+    assert len(named) <= 4  # says only what differs
+    flat_base, flat_merged = _flatten(base), _flatten(merged)
+    for key, value in flat_merged.items():
+        expected = named.get(key, flat_base[key])
+        assert value == expected, key
+    weights = (merged["model"]["objective"]["kl_weight"], merged["model"]["objective"]["contrastive_weight"])
+    assert weights == {"infonce": (0.0, 1.0), "distill": (1.0, 0.0), "combined": (1.0, 0.1)}[method.stem]
+    # the base's other objective settings survive the method's nested objective block
+    assert merged["model"]["objective"]["teacher_temperature"] == yaml.safe_load(base_path.read_text())[
+        "model"]["objective"]["teacher_temperature"]
+    assert merged["trainer"]["default_root_dir"] == f"runs/{method.parent.name}/{method.stem}"
+
+
+def test_smoke_recipe_runs_as_shipped(monkeypatch):
+    from distill.data.lists import load_lists
+    from distill.models import resolve
+
+    monkeypatch.chdir(ROOT)
+    smoke = resolve_fit_config(["--config", "recipes/smoke.yaml"])
+    assert "REPLACED" not in yaml.safe_dump(smoke)
+    lists = load_lists(smoke["data"]["lists"])
+    assert len(lists) == 16
+    assert all(c["teacher_score"] is not None for row in lists for c in row["candidates"])  # no teacher needed
+    assert smoke["model"]["teacher"] is None
+    assert resolve(smoke["model"]["student"]["name"]).local  # the packaged student, no download
