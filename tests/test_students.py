@@ -175,7 +175,8 @@ def test_export_round_trip_tiny(tiny, tmp_path, pooling, normalize):
     modules = json.loads((out / "modules.json").read_text())
     assert [m["type"].rsplit(".", 1)[1] for m in modules] == (
         ["Transformer", "Pooling", "Normalize"] if normalize else ["Transformer", "Pooling"])
-    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 48
+    st_transformer = json.loads((out / "sentence_bert_config.json").read_text())
+    assert (st_transformer["query_length"], st_transformer["document_length"]) == (16, 48)
     st_config = json.loads((out / "config_sentence_transformers.json").read_text())
     assert st_config["prompts"] == {"query": "query: ", "document": "passage: "}
     assert st_config["default_prompt_name"] is None
