@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LightningCLI
 from distill.hardware import lightning_precision
 from distill.training.datamodule import ListsDataModule
 from distill.training.module import DistillationModule
+from distill.training.publish_callback import PublishSettings, PublishStudent
 
 
 class DistillCLI(LightningCLI):
@@ -21,6 +22,7 @@ class DistillCLI(LightningCLI):
                             help="evaluation sets monitored while training and reported at the end")
         parser.add_argument("--evaluation.every_n_epochs", type=int, default=1)
         parser.add_argument("--checkpoint.every_n_train_steps", type=int, default=50)
+        parser.add_dataclass_arguments(PublishSettings, "publish", default=PublishSettings())  # publish_callback.py
         parser.set_defaults({"trainer.precision": lightning_precision("auto")})
 
     def before_instantiate_classes(self) -> None:
@@ -42,6 +44,7 @@ class DistillCLI(LightningCLI):
                             every_n_train_steps=cfg["checkpoint"]["every_n_train_steps"]),
             RetrievalMonitor(datasets, every_n_epochs=cfg["evaluation"]["every_n_epochs"]),
             ExportStudent(datasets),
+            PublishStudent(PublishSettings(**cfg["publish"])),  # after ExportStudent: publishes its folder
         ]
         self._extra_callbacks = extra
 
