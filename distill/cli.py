@@ -13,10 +13,11 @@ from pathlib import Path
 
 def _offline_by_default(hub: bool = True) -> None:
     # Every model is local; a hub lookup would only hang or fail on an offline machine.
-    # (`distill publish --push` keeps the hub reachable: the upload is its one deliberate network call.)
+    # (`distill publish --push` keeps the hub reachable: the upload is its one deliberate network call;
+    # huggingface_hub also reads TRANSFORMERS_OFFLINE, and publish loads with local_files_only.)
     if hub:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -127,6 +127,8 @@ def _read_json(path: Path) -> dict:
 def publish(run_dir: str | Path, output: str | Path, *, repo_id: str | None = None, push: bool = False,
             private: bool = False, reports: list[str] = (), license: str = "apache-2.0") -> Path:
     """Write ``output`` (replaced atomically), then push it or print what a push would upload."""
+    if push and not repo_id:
+        raise ValueError("--push needs --repo-id ORG/NAME")
     run = read_run(run_dir, list(reports))
     output = Path(output).expanduser().resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
