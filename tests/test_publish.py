@@ -220,7 +220,7 @@ def test_push_uploads_the_folder_to_the_hub_api(run, tmp_path):
         thread.join()
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert ("create", "tiny-student", "my-org", True) in FakeHub.calls and ("validate-yaml", "model") in FakeHub.calls
-    assert all(auth == "Bearer hf_fake_token" for method, _, auth in FakeHub.calls if method == "POST")
+    assert all(call[2] == "Bearer hf_fake_token" for call in FakeHub.calls if call[0] == "POST")
     local = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert FakeHub.files == local  # every file, byte for byte
     assert "README.md" in FakeHub.files and "model.safetensors" in FakeHub.files
