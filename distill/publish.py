@@ -10,12 +10,11 @@ training lists, the resolved recipe verbatim, evaluation tables, reproduce comma
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
 
 from distill.atomic import swap_folder
 
