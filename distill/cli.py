@@ -11,10 +11,13 @@ import sys
 from pathlib import Path
 
 
-def _offline_by_default() -> None:
+def _offline_by_default(hub: bool = True) -> None:
     # Every model is local; a hub lookup would only hang or fail on an offline machine.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # (`distill publish --push` keeps the hub reachable: the upload is its one deliberate network call;
+    # huggingface_hub also reads TRANSFORMERS_OFFLINE, and publish loads with local_files_only.)
+    if hub:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -91,6 +94,14 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from distill.publish import publish
+
+    publish(args.run_dir, args.output, repo_id=args.repo_id, push=args.push, private=args.private,
+            reports=args.report, license=args.license)
+    return 0
+
+
 def _cmd_fit(argv: list[str]) -> int:
     from distill.training.cli import run_fit
 
@@ -141,14 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="extra argument for every fit, not part of the run's hash (runtime only: "
                           "--fit-arg=--trainer.callbacks+=...); repeatable")
 
+    pub = sub.add_parser("publish", help="a run's student → sentence-transformers folder + model card (+ hub upload)")
+    pub.add_argument("run_dir", type=Path, help="a finished `distill fit` run folder (trainer.default_root_dir)")
+    pub.add_argument("--output", required=True, type=Path, help="folder to write (replaced)")
+    pub.add_argument("--repo-id", help="ORG/NAME on the hub")
+    pub.add_argument("--push", action="store_true", help="create the repository and upload (else: print the plan)")
+    pub.add_argument("--private", action="store_true")
+    pub.add_argument("--report", action="append", default=[], metavar="NAME=path.json",
+                     help="an extra `distill evaluate --output` report for the card's tables (e.g. zero-shot=base.json)")
+    pub.add_argument("--license", default="apache-2.0")
+
     sub.add_parser("fit", help="train a student from a recipe (LightningCLI; see `distill fit --help`)",
                    add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    _offline_by_default()
     argv = sys.argv[1:] if argv is None else argv
+    _offline_by_default(hub=not (argv[:1] == ["publish"] and "--push" in argv))
     try:
         if argv and argv[0] == "fit":
             return _cmd_fit(argv[1:])
@@ -156,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "models" and args.action == "path" and not args.name:
             raise ValueError("usage: distill models path NAME")
         handler = {"models": _cmd_models, "evaluate": _cmd_evaluate, "mine": _cmd_mine,
-                   "compare": _cmd_compare, "ablate": _cmd_ablate}[args.command]
+                   "compare": _cmd_compare, "ablate": _cmd_ablate, "publish": _cmd_publish}[args.command]
         return handler(args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
         if os.environ.get("DISTILL_DEBUG"):

@@ -8,37 +8,27 @@ never restates them; flags and recipe keys override them.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+from students.options import StudentOptions
+
 Kind = Literal["embedder", "cross-encoder", "generator"]
-Pooling = Literal["cls", "mean", "last"]
 
 
 @dataclass(frozen=True)
-class ModelDefaults:
-    """What an encoder needs besides its weights. Validated on construction."""
+class ModelDefaults(StudentOptions):
+    """What a model needs besides its weights: the student options (defined once, in
+    ``students.options``) plus a cross-encoder's pair length. Validated on construction."""
 
-    pooling: Pooling = "mean"
-    normalize: bool = True
-    query_prefix: str = ""
-    passage_prefix: str = ""
-    query_max_length: int = 64
-    passage_max_length: int = 256
     # cross-encoders: max tokens of a (query, passage) pair
     max_length: int = 512
 
     def __post_init__(self) -> None:
-        if self.pooling not in ("cls", "mean", "last"):
-            raise ValueError(f"pooling must be cls, mean or last, got {self.pooling!r}")
-        for name in ("query_max_length", "passage_max_length", "max_length"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-
-    def override(self, **changes) -> "ModelDefaults":
-        """Copy with the non-None entries of ``changes`` applied (flags over name defaults)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        super().__post_init__()
+        if self.max_length <= 0:
+            raise ValueError(f"max_length must be positive, got {self.max_length}")
 
 
 def _package_dir(package: str) -> Path | None:
@@ -161,6 +151,8 @@ def defaults_for_folder(path: Path) -> ModelDefaults:
             changes["pooling"] = "last"
         elif cfg.get("pooling_mode_mean_tokens"):
             changes["pooling"] = "mean"
+        elif cfg.get("pooling_mode") in ("cls", "mean", "lasttoken"):  # sentence-transformers >= 6
+            changes["pooling"] = {"lasttoken": "last"}.get(cfg["pooling_mode"], cfg["pooling_mode"])
     st_cfg = path / "config_sentence_transformers.json"
     if st_cfg.is_file():
         prompts = json.loads(st_cfg.read_text()).get("prompts") or {}
@@ -173,10 +165,11 @@ def defaults_for_folder(path: Path) -> ModelDefaults:
         changes["normalize"] = "sentence_transformers.models.Normalize" in modules.read_text()
     bert_cfg = path / "sentence_bert_config.json"
     if bert_cfg.is_file():
-        max_len = json.loads(bert_cfg.read_text()).get("max_seq_length")
+        cfg = json.loads(bert_cfg.read_text())
+        max_len = cfg.get("max_seq_length") or cfg.get("document_length")  # the latter: sentence-transformers >= 6
         if max_len:
             changes["passage_max_length"] = int(max_len)
-            changes["query_max_length"] = min(int(max_len), 128)
+            changes["query_max_length"] = int(cfg.get("query_length") or min(int(max_len), 128))
     return ModelDefaults(**changes)
 
 

@@ -1,8 +1,14 @@
-"""DualEncoder: a Hugging Face encoder + tokenizer turned into query / passage embedders.
+"""DualEncoder: a Hugging Face backbone + tokenizer turned into query / passage embedders.
 
-Tokenization (with prefixes and per-side max lengths) is separate from the forward pass so a
-training dataloader can tokenize in its workers; ``forward_tokens`` is the differentiable path and
-``encode_*`` the inference path. Both use the same pooling and normalisation code.
+Backbones: BERT-like encoders, T5 encoders (loaded as ``T5EncoderModel``, as GTR) and decoder-only
+models (left padding, last-token pooling by default). The head after the backbone is
+sentence-transformers' own modules — Pooling → optional bias-free Dense bottleneck → Normalize — so
+an export is ``SentenceTransformer(modules=[Transformer, *head]).save()`` and computes exactly this.
+
+What the library cannot do is kept here and small: per-side prefixes and max lengths at training
+time, and ``forward_tokens``, the differentiable path over an already tokenised batch that a
+dataloader worker tokenised and GradCache calls chunk by chunk (sentence-transformers' own forward
+re-enters its preprocessing). ``encode_*`` is the inference path over the same code.
 """
 from __future__ import annotations
 
@@ -13,38 +19,73 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.hardware import autocast, resolve_autocast
-from distill.models import ModelDefaults, local_path, resolve
+from distill.models import local_path, resolve
+from students.options import StudentOptions
 
 Side = Literal["query", "passage"]
 
-# Written next to an exported sentence-transformers folder: the options a sentence-transformers
-# folder cannot hold (it has one max_seq_length), so an export loads back exactly as trained.
+# Written next to an exported sentence-transformers folder: the exact options trained with, so an
+# export loads back exactly as trained whatever the sentence-transformers version reads.
 SIDECAR = "listwise_distill_student.json"
-_OPTION_FIELDS = ("pooling", "normalize", "query_prefix", "passage_prefix", "query_max_length",
-                  "passage_max_length")
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+_ST_POOLING = {"cls": "cls", "mean": "mean", "last": "lasttoken"}
+_HEAD_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
 
 
 def pool(hidden: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
-    """Pool token states [N, T, D] to [N, D]; padding may be on either side."""
-    mask = attention_mask.to(hidden.device)
-    rows = torch.arange(hidden.size(0), device=hidden.device)
-    if mode == "mean":
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-    positions = torch.arange(mask.size(1), device=hidden.device).expand_as(mask)
-    if mode == "cls":
-        # first real token: index 0 with right padding, the first unpadded slot with left padding
-        first = torch.where(mask.bool(), positions, mask.size(1)).min(1).values.clamp(max=mask.size(1) - 1)
-        return hidden[rows, first]
-    if mode == "last":
-        last = (positions * mask.bool()).max(1).values
-        return hidden[rows, last]
-    raise ValueError(f"pooling must be cls, mean or last, got {mode!r}")
+    """Pool token states [N, T, D] to [N, D] with sentence-transformers' Pooling; padding may be on
+    either side."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    if mode not in _ST_POOLING:
+        raise ValueError(f"pooling must be cls, mean or last, got {mode!r}")
+    features = {"token_embeddings": hidden, "attention_mask": attention_mask.to(hidden.device)}
+    return Pooling(hidden.size(-1), pooling_mode=_ST_POOLING[mode])(features)["sentence_embedding"]
+
+
+def new_projection(hidden_size: int, projection_dim: int) -> nn.Module:
+    """GTR's bottleneck: a linear map without bias or activation (a sentence-transformers Dense).
+
+    Initialised with orthonormal rows, i.e. a random projection, so the pretrained geometry (inner
+    products between pooled vectors) survives at step 0 instead of being scrambled by a default init.
+    """
+    from sentence_transformers.base.modules import Dense
+
+    dense = Dense(hidden_size, projection_dim, bias=False, activation_function=None)
+    nn.init.orthogonal_(dense.linear.weight)
+    return dense
+
+
+def build_head(hidden_size: int, options: StudentOptions, projection: nn.Module | None = None) -> nn.Sequential:
+    """Pooling → [Dense] → [Normalize], sentence-transformers modules (each maps a features dict to one)."""
+    from sentence_transformers.base.modules import Normalize
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    if options.projection_dim is not None and projection is None:
+        projection = new_projection(hidden_size, options.projection_dim)
+    if projection is not None:
+        shape = (projection.linear.out_features, projection.linear.in_features)
+        if shape != (options.projection_dim, hidden_size):
+            raise ValueError(f"projection is {shape[1]}→{shape[0]}, but the student is "
+                             f"{hidden_size}→{options.projection_dim}")
+    modules = [Pooling(hidden_size, pooling_mode=_ST_POOLING[options.pooling])]
+    modules += [projection] if projection is not None else []
+    modules += [Normalize()] if options.normalize else []
+    return nn.Sequential(*modules)
+
+
+def is_decoder_only(config: Any) -> bool:
+    """A causal LM without a masked-LM head (Llama, Qwen, GPT-2, …): BERT-likes also have causal
+    heads, T5 is encoder-decoder."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                         MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    kind = getattr(config, "model_type", None)
+    return (kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            and not getattr(config, "is_encoder_decoder", False))
 
 
 def _accepted_inputs(model: nn.Module) -> frozenset[str]:
@@ -56,17 +97,23 @@ def _accepted_inputs(model: nn.Module) -> frozenset[str]:
 
 
 class DualEncoder(nn.Module):
-    """Query / passage embedder over any ``AutoModel``. Weights are shared unless ``shared=False``."""
+    """Query / passage embedder over any ``AutoModel``. Weights are shared unless ``shared=False``.
+
+    ``transformer`` is the sentence-transformers Transformer module that loaded ``model`` (same
+    object, not registered twice); export reuses it, and builds one when the encoder was made by hand.
+    """
 
     def __init__(
         self,
         model: nn.Module,
         tokenizer: Any,
-        options: ModelDefaults = ModelDefaults(),
+        options: StudentOptions = StudentOptions(),
         *,
+        projection: nn.Module | None = None,
         shared: bool = True,
         gradient_checkpointing: bool = False,
         bf16: bool | None = None,
+        transformer: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -75,9 +122,15 @@ class DualEncoder(nn.Module):
         self.passage_model = None if shared else copy.deepcopy(model)
         self.tokenizer = tokenizer
         self.options = options
+        self.head = build_head(self.hidden_size, options, projection)
         self.bf16 = bf16
-        if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None):
-            tokenizer.pad_token = tokenizer.eos_token  # decoder-only models ship without a pad token
+        self.__dict__["transformer"] = transformer  # plain attribute: its weights are self.model's
+        if tokenizer is not None and is_decoder_only(getattr(model, "config", None)):
+            # the last position must be a real token for last-token pooling; decoder-only models
+            # ship without a pad token
+            tokenizer.padding_side = "left"
+            if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None):
+                tokenizer.pad_token = tokenizer.eos_token
         for tower in self._towers():
             if getattr(getattr(tower, "config", None), "use_cache", False):
                 tower.config.use_cache = False  # a KV cache is useless for embedding and costs memory
@@ -89,7 +142,7 @@ class DualEncoder(nn.Module):
     # ---- configuration -------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
         # options read as attributes (encoder.pooling, encoder.query_prefix, ...)
-        if name in _OPTION_FIELDS:
+        if name in StudentOptions.names():
             return getattr(self.__dict__["options"], name)
         return super().__getattr__(name)
 
@@ -98,9 +151,19 @@ class DualEncoder(nn.Module):
         return self.passage_model is None
 
     @property
-    def dim(self) -> int:
+    def hidden_size(self) -> int:
+        """Width of the backbone's token states."""
         config = self.model.config
         return int(getattr(config, "hidden_size", None) or config.d_model)
+
+    @property
+    def dim(self) -> int:
+        """Width of the embeddings (the projection's, when there is one)."""
+        return self.options.projection_dim or self.hidden_size
+
+    @property
+    def projection(self) -> nn.Module | None:
+        return next((m for m in self.head if type(m).__name__ == "Dense"), None)
 
     @property
     def device(self) -> torch.device:
@@ -149,16 +212,15 @@ class DualEncoder(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
     def forward_tokens(self, batch: Mapping[str, Tensor], side: Side = "query") -> Tensor:
-        """Embeddings [N, D] of a tokenized batch, with gradients (pooled in float32)."""
+        """Embeddings [N, dim] of a tokenised batch (``tokenize``'s output), with gradients, float32."""
         tower = self.tower(side)
         device = self.device
         inputs = {k: v.to(device) for k, v in batch.items() if k in self._inputs and isinstance(v, Tensor)}
         hidden = tower(**inputs).last_hidden_state
-        # pool and normalise in float32: bf16 sums over long sequences lose precision
-        embeddings = pool(hidden.float(), inputs["attention_mask"], self.options.pooling)
-        if self.options.normalize:
-            embeddings = F.normalize(embeddings, p=2, dim=-1)
-        return embeddings
+        # the head in float32: bf16 sums over long sequences lose precision, and it is tiny
+        with torch.autocast(device.type, enabled=False):
+            features = {"token_embeddings": hidden.float(), "attention_mask": inputs["attention_mask"]}
+            return self.head(features)["sentence_embedding"]
 
     def forward(self, batch: Mapping[str, Tensor], side: Side = "query") -> Tensor:
         return self.forward_tokens(batch, side)
@@ -214,31 +276,22 @@ def _check_texts(texts: Sequence[str]) -> None:
             raise TypeError(f"text {i} is {type(text).__name__}, expected str")
 
 
-def _transformer_dir(folder: Path) -> Path:
-    """Where the HF weights live: the folder itself, or the Transformer module's sub-folder of a
-    sentence-transformers folder (older exports used ``0_Transformer/``)."""
-    modules = folder / "modules.json"
-    if modules.is_file():
-        for module in json.loads(modules.read_text()):
-            if module.get("type", "").endswith("Transformer"):
-                return folder / module.get("path", "")
-    return folder
-
-
 _LOAD_OPTIONS = ("shared", "gradient_checkpointing", "bf16", "device")
 
 
 def load_student(name_or_path: str | Path, **overrides: Any) -> DualEncoder:
-    """A DualEncoder for a registered name or a local folder (never downloads).
+    """A DualEncoder for a registered name, a model folder or a sentence-transformers folder
+    (never downloads).
 
     Defaults come from the name (or the folder's sentence-transformers config, then an export's
-    sidecar); ``overrides`` win: pooling, normalize, query_prefix, passage_prefix,
-    query_max_length, passage_max_length, shared, gradient_checkpointing, bf16, device.
+    sidecar); ``overrides`` win: the ``StudentOptions`` fields (pooling, normalize, query_prefix,
+    passage_prefix, query_max_length, passage_max_length, projection_dim) and shared,
+    gradient_checkpointing, bf16, device. A plain decoder-only folder defaults to last-token pooling.
     """
-    unknown = set(overrides) - set(_OPTION_FIELDS) - set(_LOAD_OPTIONS)
+    names = StudentOptions.names()
+    unknown = set(overrides) - set(names) - set(_LOAD_OPTIONS)
     if unknown:
-        raise TypeError(f"unknown student option(s) {sorted(unknown)}; "
-                        f"expected some of {list(_OPTION_FIELDS + _LOAD_OPTIONS)}")
+        raise TypeError(f"unknown student option(s) {sorted(unknown)}; expected some of {list(names + _LOAD_OPTIONS)}")
     resolved = resolve(name_or_path)
     if not resolved.local:
         local_path(name_or_path)  # raises the one-line FileNotFoundError naming the package
@@ -248,25 +301,47 @@ def load_student(name_or_path: str | Path, **overrides: Any) -> DualEncoder:
     folder = Path(resolved.path)
     if not folder.is_dir():
         raise FileNotFoundError(f"student {name_or_path!r}: {folder} is not a model folder")
-    options = resolved.defaults
+    options = resolved.defaults.student_options()
     sidecar = folder / SIDECAR
     if sidecar.is_file():
         saved = json.loads(sidecar.read_text())
-        options = options.override(**{k: saved[k] for k in _OPTION_FIELDS if k in saved})
-    options = options.override(**{k: overrides[k] for k in _OPTION_FIELDS if k in overrides})
-
-    from transformers import AutoModel, AutoTokenizer
-
-    weights = _transformer_dir(folder)
-    tokenizer = AutoTokenizer.from_pretrained(str(weights), local_files_only=True)
-    # fp32 master weights whatever the checkpoint's dtype: bf16 is applied by autocast, not storage
-    model = AutoModel.from_pretrained(str(weights), local_files_only=True, dtype=torch.float32)
+        options = options.override(**{k: saved[k] for k in names if k in saved})
+    transformer, projection = _load_modules(folder)
+    if projection is not None:
+        options = options.override(projection_dim=projection.linear.out_features)
+        if overrides.get("projection_dim") not in (None, options.projection_dim):
+            raise ValueError(f"{folder} has a {options.projection_dim}-d projection; "
+                             f"projection_dim={overrides['projection_dim']} does not match it")
+    if (is_decoder_only(transformer.model.config) and not (folder / "modules.json").is_file()
+            and "pooling" not in overrides):
+        options = options.override(pooling="last")  # a causal model's summary is its last token
+    options = options.override(**{k: overrides[k] for k in names if k in overrides})
     encoder = DualEncoder(
-        model, tokenizer, options,
+        transformer.model, transformer.tokenizer, options, projection=projection,
         shared=overrides.get("shared", True),
         gradient_checkpointing=overrides.get("gradient_checkpointing", False),
-        bf16=overrides.get("bf16"),
+        bf16=overrides.get("bf16"), transformer=transformer,
     )
     if overrides.get("device") is not None:
         encoder.to(overrides["device"])
     return encoder
+
+
+def _load_modules(folder: Path) -> tuple[nn.Module, nn.Module | None]:
+    """sentence-transformers' Transformer module (it knows T5 → T5EncoderModel) and the folder's
+    Dense bottleneck, if any. fp32 master weights whatever the checkpoint's dtype: bf16 is applied
+    by autocast, not storage."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+
+    model_kwargs = {"dtype": torch.float32}
+    if not (folder / "modules.json").is_file():
+        transformer = Transformer(str(folder), model_kwargs={**model_kwargs, "local_files_only": True},
+                                  processor_kwargs={"local_files_only": True})
+        return transformer, None
+    st = SentenceTransformer(str(folder), device="cpu", local_files_only=True, model_kwargs=model_kwargs)
+    kinds = [type(module).__name__ for module in st]
+    if kinds[0] != "Transformer" or any(kind not in _HEAD_MODULES for kind in kinds):
+        raise ValueError(f"{folder}: a student is Transformer → Pooling → [Dense] → [Normalize]; "
+                         f"this folder has {' → '.join(kinds)}")
+    return st[0], next((module for module in st if type(module).__name__ == "Dense"), None)

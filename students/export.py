@@ -1,23 +1,23 @@
 """A DualEncoder to and from a sentence-transformers folder (loadable offline by ``SentenceTransformer``).
 
-The folder uses the classic layout (``modules.json`` with Transformer → Pooling → Normalize,
-``sentence_bert_config.json``, ``1_Pooling/config.json`` with ``pooling_mode_*`` flags), which every
-sentence-transformers release from 2.x to 6.x reads. Prefixes become the ``query`` / ``document``
-prompts. A sidecar JSON keeps what that format cannot hold (the query max length).
+The export is sentence-transformers' own ``save`` of Transformer → Pooling → [Dense] → [Normalize]
+(the student's head is those very modules). Prefixes become the ``query`` / ``document`` prompts,
+the per-side max lengths the Transformer's ``query_length`` / ``document_length`` (read by
+``encode_query`` / ``encode_document`` since sentence-transformers 6; older releases use the one
+``max_seq_length``, set to the passage length). A sidecar JSON keeps the exact ``StudentOptions``.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from distill.atomic import swap_folder
-from students.dual_encoder import _OPTION_FIELDS, SIDECAR, DualEncoder, load_student
-
-_POOLING_FLAGS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
-                  "last": "pooling_mode_lasttoken"}
+from students.dual_encoder import SIDECAR, DualEncoder, load_student
 
 
 def save_sentence_transformers(encoder: DualEncoder, path: str | Path) -> Path:
@@ -32,7 +32,8 @@ def save_sentence_transformers(encoder: DualEncoder, path: str | Path) -> Path:
     # build beside the target (same file system, so the final rename is atomic)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        _write_folder(encoder, tmp)
+        to_sentence_transformer(encoder).save(str(tmp), create_model_card=False)
+        _dump(tmp / SIDECAR, asdict(encoder.options))
         swap_folder(tmp, path)
     finally:
         if tmp.exists():
@@ -40,42 +41,37 @@ def save_sentence_transformers(encoder: DualEncoder, path: str | Path) -> Path:
     return path
 
 
-def _write_folder(encoder: DualEncoder, folder: Path) -> None:
-    import sentence_transformers
-    import torch
-    import transformers
+def to_sentence_transformer(encoder: DualEncoder):
+    """A ``SentenceTransformer`` sharing the encoder's modules (weights are not copied)."""
+    from sentence_transformers import SentenceTransformer
 
     opts = encoder.options
-    folder.mkdir(parents=True)
-    encoder.model.save_pretrained(str(folder))
-    encoder.tokenizer.save_pretrained(str(folder))
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    if opts.normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                        "type": "sentence_transformers.models.Normalize"})
-        (folder / "2_Normalize").mkdir()
-    _dump(folder / "modules.json", modules)
-    _dump(folder / "sentence_bert_config.json",
-          {"max_seq_length": opts.passage_max_length, "do_lower_case": False})
-    pooling = {"word_embedding_dimension": encoder.dim, "pooling_mode_max_tokens": False,
-               "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
-               "include_prompt": True}
-    pooling.update({flag: mode == opts.pooling for mode, flag in _POOLING_FLAGS.items()})
-    (folder / "1_Pooling").mkdir()
-    _dump(folder / "1_Pooling" / "config.json", pooling)
-    _dump(folder / "config_sentence_transformers.json", {
-        "__version__": {"sentence_transformers": sentence_transformers.__version__,
-                        "transformers": transformers.__version__, "pytorch": torch.__version__},
-        "model_type": "SentenceTransformer",
-        "prompts": {"query": opts.query_prefix, "document": opts.passage_prefix},
-        "default_prompt_name": None,
+    transformer = encoder.transformer or _transformer_for(encoder)
+    transformer.max_seq_length = opts.passage_max_length
+    transformer.query_length, transformer.document_length = opts.query_max_length, opts.passage_max_length
+    was_training = encoder.training
+    model = SentenceTransformer(
+        modules=[transformer, *encoder.head], device=str(encoder.device),
+        prompts={"query": opts.query_prefix, "document": opts.passage_prefix},
         # with unit vectors cosine and dot agree; without, training scored with the dot product
-        "similarity_fn_name": "cosine" if opts.normalize else "dot",
-    })
-    _dump(folder / SIDECAR, {name: getattr(opts, name) for name in _OPTION_FIELDS})
+        similarity_fn_name="cosine" if opts.normalize else "dot",
+    )
+    encoder.train(was_training)  # SentenceTransformer() switches the shared modules to eval
+    return model
+
+
+def _transformer_for(encoder: DualEncoder):
+    """A Transformer module for an encoder built by hand from (model, tokenizer): load a saved copy,
+    then put the encoder's own model object in it."""
+    from sentence_transformers.base.modules import Transformer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder.model.save_pretrained(tmp)
+        encoder.tokenizer.save_pretrained(tmp)
+        transformer = Transformer(tmp, model_kwargs={"local_files_only": True},
+                                  processor_kwargs={"local_files_only": True})
+    transformer.model = encoder.model
+    return transformer
 
 
 def _dump(path: Path, data: Any) -> None:

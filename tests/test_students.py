@@ -175,7 +175,8 @@ def test_export_round_trip_tiny(tiny, tmp_path, pooling, normalize):
     modules = json.loads((out / "modules.json").read_text())
     assert [m["type"].rsplit(".", 1)[1] for m in modules] == (
         ["Transformer", "Pooling", "Normalize"] if normalize else ["Transformer", "Pooling"])
-    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 48
+    st_transformer = json.loads((out / "sentence_bert_config.json").read_text())
+    assert (st_transformer["query_length"], st_transformer["document_length"]) == (16, 48)
     st_config = json.loads((out / "config_sentence_transformers.json").read_text())
     assert st_config["prompts"] == {"query": "query: ", "document": "passage: "}
     assert st_config["default_prompt_name"] is None
@@ -220,3 +221,89 @@ def test_minilm_matches_sentence_transformers(tmp_path):
     torch.testing.assert_close(_st_encode(out, texts, "query: "), prefixed.encode_queries(texts),
                                atol=1e-5, rtol=0)
     torch.testing.assert_close(_st_encode(out, texts, ""), ours, atol=1e-5, rtol=0)
+
+
+# ---- GTR-style students: T5 encoders, decoder-only backbones, projection bottleneck --------------
+
+def make_tiny_backbone(folder: Path, kind: str) -> Path:
+    """A random 2-layer T5 or Llama with the tiny WordPiece tokenizer of ``make_tiny_bert`` (no downloads)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(str(make_tiny_bert(folder.parent / f"{kind}-tok")))
+    torch.manual_seed(0)
+    if kind == "t5":  # a full encoder-decoder checkpoint, as GTR starts from; the student keeps the encoder
+        config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                          dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=tokenizer.pad_token_id)
+        model = T5ForConditionalGeneration(config)
+    else:  # decoder-only: the [SEP] the tokenizer appends is the EOS whose state is the embedding
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+        model = LlamaForCausalLM(config)
+        tokenizer.eos_token, tokenizer.pad_token = "[SEP]", None
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+LONG = TEXTS + [" ".join(["the cat sat on the mat"] * 12)]  # longer than both max lengths
+
+
+@pytest.mark.parametrize("kind,projection_dim", [("t5", 8), ("llama", None), ("llama", 8)])
+def test_gtr_students_fit_export_and_reload(tmp_path, kind, projection_dim):
+    import lightning as L
+    from sentence_transformers import SentenceTransformer
+
+    from distill.losses import ObjectiveConfig
+    from distill.training.datamodule import ListsDataModule
+    from distill.training.module import DistillationModule, OptimizerConfig, StudentConfig
+    from factories import make_lists
+
+    folder = make_tiny_backbone(tmp_path / kind, kind)
+    L.seed_everything(0)
+    module = DistillationModule(
+        StudentConfig(name=str(folder), projection_dim=projection_dim, query_prefix="query: ",
+                      query_max_length=12, passage_max_length=20),
+        teacher=None, objective=ObjectiveConfig(kl_weight=1.0, contrastive_weight=0.1),
+        optimizer=OptimizerConfig(lr=1e-2, warmup_ratio=0.0))
+    enc = module.student
+    assert type(enc.model).__name__ == {"t5": "T5EncoderModel", "llama": "LlamaModel"}[kind]
+    assert enc.dim == (projection_dim or 32)
+    if kind == "llama":
+        assert enc.pooling == "last" and enc.tokenizer.padding_side == "left"
+        batch = enc.tokenize_queries(["dog", "the cat sat on the mat"])
+        assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][:, -1].tolist() == [1, 1]
+    else:
+        assert enc.pooling == "mean"
+    if projection_dim:
+        assert enc.projection is not None and enc.projection.linear.bias is None
+    start = {k: v.clone() for k, v in enc.state_dict().items()}
+    data = ListsDataModule(str(make_lists(tmp_path / "lists.jsonl")), list_size=4, batch_size=8, dev_fraction=0.0)
+    L.Trainer(default_root_dir=str(tmp_path / "run"), accelerator="cpu", devices=1, logger=False, max_steps=3,
+              enable_progress_bar=False, enable_model_summary=False, precision="32-true",
+              enable_checkpointing=False, num_sanity_val_steps=0).fit(module, datamodule=data)
+    state = enc.state_dict()
+    assert max((state[k] - start[k]).abs().max().item() for k in state) > 1e-4  # it trained
+    if projection_dim:
+        assert any("head" in k and not torch.equal(state[k], start[k]) for k in state)  # the bottleneck too
+
+    out = save_sentence_transformers(enc, tmp_path / "st")
+    kinds = [m["type"].rsplit(".", 1)[1] for m in json.loads((out / "modules.json").read_text())]
+    assert kinds == ["Transformer", "Pooling", *(["Dense"] if projection_dim else []), "Normalize"]
+    q, p = enc.encode_queries(LONG, batch_size=3, bf16=False), enc.encode_passages(LONG, batch_size=3, bf16=False)
+    assert q.shape == (len(LONG), projection_dim or 32)
+    st = SentenceTransformer(str(out), device="cpu", local_files_only=True)
+    # prompts and per-side lengths travel with the folder: encode_query / encode_document need nothing else
+    torch.testing.assert_close(st.encode_query(LONG, convert_to_tensor=True, batch_size=3).float(), q, atol=1e-5, rtol=0)
+    torch.testing.assert_close(st.encode_document(LONG, convert_to_tensor=True, batch_size=3).float(), p, atol=1e-5, rtol=0)
+
+    back = load_student(out, bf16=False)
+    assert back.options == enc.options and type(back.model) is type(enc.model)
+    torch.testing.assert_close(back.encode_queries(LONG), q, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="projection"):
+        load_student(out, projection_dim=5) if projection_dim else build_wrong_projection(back)
+
+
+def build_wrong_projection(enc: DualEncoder) -> None:
+    from students.dual_encoder import new_projection
+
+    DualEncoder(enc.model, enc.tokenizer, enc.options, projection=new_projection(enc.hidden_size, 4))

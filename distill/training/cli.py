@@ -28,6 +28,7 @@ from distill.hardware import lightning_precision
 from distill.training.callbacks import ExportStudent, RetrievalMonitor
 from distill.training.datamodule import ListsDataModule
 from distill.training.module import DistillationModule
+from distill.training.publish_callback import PublishStudent
 
 
 def _checkpoint_dir(root: str | None) -> str:
@@ -43,6 +44,8 @@ class DistillCLI(LightningCLI):
         # evaluation sets: monitored while training (never select a checkpoint), reported at the end
         parser.add_lightning_class_args(RetrievalMonitor, "evaluation")
         parser.add_lightning_class_args(ExportStudent, "export")
+        # after export (callbacks run in this order): `distill publish` on the exported student
+        parser.add_lightning_class_args(PublishStudent, "publish")
         for key in ("datasets", "split", "batch_size", "precision"):
             parser.link_arguments(f"evaluation.{key}", f"export.{key}")
         for key in ("selection", "checkpoint"):

@@ -6,7 +6,7 @@ encoding) and the contrastive term needs every passage of the batch — and of e
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -17,23 +17,19 @@ from distill.training.datamodule import ListBatch
 from distill.training.distributed import gather_other_ranks, gather_other_ranks_objects
 from distill.training.gradcache import GradCache
 from distill.training.metrics import dev_list_metrics
+from students.options import StudentOverrides
 
 
 @dataclass
-class StudentConfig:
-    """The student dual encoder; None means "the model name's default"."""
+class StudentConfig(StudentOverrides):
+    """The student dual encoder: a model name plus ``students.StudentOptions`` fields, each None for
+    "the model name's default" (pooling, normalize, prefixes, max lengths, projection_dim)."""
 
     name: str = "all-MiniLM-L6-v2"
-    pooling: str | None = None
-    normalize: bool | None = None
-    query_prefix: str | None = None
-    passage_prefix: str | None = None
-    query_max_length: int | None = None
-    passage_max_length: int | None = None
     gradient_checkpointing: bool = False
 
     def options(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "name" and v is not None}
+        return {**self.changes(), "gradient_checkpointing": self.gradient_checkpointing}
 
 
 @dataclass
