@@ -21,6 +21,7 @@ from distill.atomic import write_json_atomic
 from distill.mining.recipe import read_recipe
 from distill.paths import cache_root
 from distill.retrieval.fusion import reciprocal_rank_fusion
+from teachers.spec import TeacherSpec
 
 
 @dataclass
@@ -56,14 +57,6 @@ class RetrievalConfig:
 
 
 @dataclass
-class TeacherConfig:
-    name: str = "ms-marco-MiniLM-L-12-v2"
-    batch_size: int = 64
-    max_length: int | None = 256
-    cache: str | None = None  # default: <cache root>/teacher_scores.sqlite, shared by every recipe
-
-
-@dataclass
 class FilterConfig:
     # Keep a generated query only if the teacher ranks its source passage within the top k (CADET).
     source_top_k: int | None = 1
@@ -79,7 +72,7 @@ class MineConfig:
     output: str
     queries: QuerySource
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
     filter: FilterConfig = field(default_factory=FilterConfig)
     seed: int = 0
 
@@ -97,7 +90,7 @@ class MineConfig:
                 corpus=str(raw["corpus"]), output=str(raw["output"]),
                 queries=QuerySource(**(raw["queries"] or {})),
                 retrieval=RetrievalConfig(**(raw.get("retrieval") or {})),
-                teacher=TeacherConfig(**(raw.get("teacher") or {})),
+                teacher=TeacherSpec(**(raw.get("teacher") or {})),
                 filter=FilterConfig(**(raw.get("filter") or {})),
                 seed=int(raw.get("seed", 0)),
             )
@@ -209,8 +202,6 @@ def build_candidates(config: MineConfig, rs: RetrievalSet, queries: list[dict]) 
 
 
 def mine(config: MineConfig) -> Path:
-    from teachers import load_teacher
-
     output = Path(config.output)
     work = output.parent / f".{output.name}.work"
     stats: dict = {"config": asdict(config)}
@@ -229,10 +220,7 @@ def mine(config: MineConfig) -> Path:
     ids, texts = rs.doc_texts()
     text_of = dict(zip(ids, texts))
     norm = rs.normalize_text
-    tc = config.teacher
-    cache = tc.cache or str(cache_root() / "teacher_scores.sqlite")
-    teacher = load_teacher(tc.name, batch_size=tc.batch_size, max_length=tc.max_length, cache=cache,
-                           show_progress=True)
+    teacher = config.teacher.load(show_progress=True)
     pair_q, pair_p = [], []
     for q, c in zip(queries, candidates):
         qt = normalize_text(q["query"]) if norm else q["query"]
