@@ -61,6 +61,8 @@ class OnnxImportError(ValueError):
 
 
 def _constants(graph) -> dict[str, np.ndarray]:
+    """Initialisers, Constant outputs and Identity aliases of either (the exporter shares equal
+    tensors, e.g. all-zero biases, through Identity nodes that keep the original names)."""
     from onnx import numpy_helper
 
     out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -69,6 +71,8 @@ def _constants(graph) -> dict[str, np.ndarray]:
             for attr in node.attribute:
                 if attr.name == "value":
                     out[node.output[0]] = numpy_helper.to_array(attr.t)
+        elif node.op_type == "Identity" and node.input[0] in out:
+            out[node.output[0]] = out[node.input[0]]
     return out
 
 
@@ -94,8 +98,7 @@ def read_onnx_bert(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
 
-    state = {k: v.astype(np.float32) for k, v in init.items()
-             if k.endswith((".weight", ".bias")) and v.dtype == np.float32 and k in {t.name for t in graph.initializer}}
+    state = {k: v.astype(np.float32) for k, v in init.items() if k.endswith((".weight", ".bias")) and v.dtype == np.float32}
     for node in graph.node:
         if node.op_type == "Gather" and node.input[0].endswith(".weight_quantized"):
             base = node.input[0].removesuffix("_quantized")
@@ -125,8 +128,11 @@ def read_onnx_bert(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     vocab, hidden = state[need[0]].shape
     layers = 1 + max(int(k.split(".")[3]) for k in state if k.startswith("bert.encoder.layer."))
     heads = _head_count(graph, init, hidden)
-    eps = next((float(init[i]) for n in graph.node if n.op_type == "Add" and n.name.endswith("LayerNorm/Add")
-                for i in n.input if i in init and init[i].size == 1), 1e-12)
+    eps = next((float(a.f) for n in graph.node if n.op_type == "LayerNormalization"  # fused (opset >= 17)
+                for a in n.attribute if a.name == "epsilon"), None)
+    if eps is None:  # decomposed: ReduceMean, Sub, Pow, ReduceMean, Add(eps), Sqrt, ...
+        eps = next((float(init[i]) for n in graph.node if n.op_type == "Add" and n.name.endswith("LayerNorm/Add")
+                    for i in n.input if i in init and init[i].size == 1), 1e-12)
     if not any(n.op_type == "Erf" for n in graph.node):
         raise OnnxImportError(f"{path}: no Erf node, so not the exact-GELU BERT this importer reproduces")
     config = dict(
@@ -141,13 +147,14 @@ def read_onnx_bert(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def _head_count(graph, init: dict[str, np.ndarray], hidden: int) -> int:
-    """Heads from the query Reshape's target ``[batch, -1, heads, head_size]`` (a Concat of constants)."""
+    """Heads from the query Reshape's target, a Concat ending in ``[heads, head_size]`` or, in newer
+    exports, ``[-1, head_size]``."""
     for node in graph.node:
         if node.op_type == "Concat" and "attention/self" in node.name:
-            ints = [int(init[i].reshape(-1)[0]) for i in node.input if i in init and init[i].size == 1]
-            for a, b in zip(ints, ints[1:]):
-                if a > 0 and b > 0 and a * b == hidden:
-                    return a
+            tail = [int(init[i].reshape(-1)[0]) if i in init and init[i].size == 1 else None for i in node.input][-2:]
+            if len(tail) == 2 and tail[1] is not None and 0 < tail[1] < hidden and hidden % tail[1] == 0:
+                if tail[0] == -1 or (tail[0] is not None and tail[0] * tail[1] == hidden):
+                    return hidden // tail[1]
     raise OnnxImportError("cannot find the attention head count in the graph (no [.., heads, head_size] reshape)")
 
 
