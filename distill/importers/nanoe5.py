@@ -31,7 +31,6 @@ rewrites is dropped here (the Precompiled normaliser replaces whole graphemes).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import itertools
 import json
@@ -41,11 +40,11 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from distill.atomic import swap_folder
+from distill.importers import build_lock, sha256_file
 from distill.paths import cache_root
 
 SOURCE_FILE = "e5-small-q4.bin"
@@ -438,14 +437,6 @@ def default_dest() -> Path:
     return cache_root() / "models" / FOLDER_NAME
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_marker(folder: Path) -> dict | None:
     try:
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
@@ -461,7 +452,7 @@ def _is_current(folder: Path, source: Path, stat: os.stat_result) -> bool:
     if marker.get("size") == stat.st_size and marker.get("mtime_ns") == stat.st_mtime_ns:
         return True
     # A reinstall of the same wheel changes the mtime only: hash before paying for a rebuild.
-    if marker.get("size") != stat.st_size or marker.get("sha256") != _sha256(source):
+    if marker.get("size") != stat.st_size or marker.get("sha256") != sha256_file(source):
         return False
     with contextlib.suppress(OSError):
         _write_marker(folder, source, stat, marker["sha256"])
@@ -473,22 +464,6 @@ def _write_marker(folder: Path, source: Path, stat: os.stat_result, sha256: str)
     _write_json(tmp, {"format": FOLDER_FORMAT, "source": str(source), "size": stat.st_size,
                       "mtime_ns": stat.st_mtime_ns, "sha256": sha256})
     os.replace(tmp, folder / MARKER)
-
-
-@contextlib.contextmanager
-def _build_lock(dest: Path) -> Iterator[None]:
-    """Serialise builders of one folder across processes, so the second waits and reuses the first's work."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: the rename below still keeps concurrent builds from corrupting
-        yield
-        return
-    with open(dest.parent / f".{dest.name}.lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_e5_folder(dest: Path | None = None, source: Path | None = None, force: bool = False) -> Path:
@@ -509,7 +484,7 @@ def build_e5_folder(dest: Path | None = None, source: Path | None = None, force:
         return dest
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(dest):
+    with build_lock(dest):
         # Another process may have finished the same build while this one waited for the lock.
         if not force and _is_current(dest, source, stat):
             return dest
@@ -523,7 +498,7 @@ def build_e5_folder(dest: Path | None = None, source: Path | None = None, force:
             for path in (work, *work.rglob("*")):  # mkdtemp (and safetensors) create owner-only modes
                 path.chmod(0o755 if path.is_dir() else 0o644)
             del model  # release the file's bytes before hashing and renaming
-            _write_marker(work, source, stat, _sha256(source))
+            _write_marker(work, source, stat, sha256_file(source))
             _swap_into_place(work, dest)
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -24,18 +24,15 @@ folder against the ONNX graph on probe pairs, and rebuilds when the source file 
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from distill.atomic import swap_folder
+from distill.importers import build_lock, sha256_file
 from distill.paths import cache_root
 
 MARKER = "onnx-bert-import.json"
@@ -207,14 +204,6 @@ def _source_stamp(onnx_path: Path) -> dict:
     return {"format": FOLDER_FORMAT, "source": str(onnx_path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _is_current(folder: Path, onnx_path: Path) -> bool:
     try:
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
@@ -224,23 +213,7 @@ def _is_current(folder: Path, onnx_path: Path) -> bool:
     if not isinstance(marker, dict) or marker.get("format") != FOLDER_FORMAT or marker.get("size") != stamp["size"]:
         return False
     # A reinstall of the same wheel changes only the mtime: compare content before rebuilding.
-    return marker.get("mtime_ns") == stamp["mtime_ns"] or marker.get("sha256") == _sha256(onnx_path)
-
-
-@contextlib.contextmanager
-def _build_lock(dest: Path) -> Iterator[None]:
-    """Serialise builders of one folder across processes; the second reuses the first's work."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: the rename below still keeps concurrent builds from corrupting
-        yield
-        return
-    with open(dest.parent / f".{dest.name}.lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return marker.get("mtime_ns") == stamp["mtime_ns"] or marker.get("sha256") == sha256_file(onnx_path)
 
 
 def build_bert_folder(source_dir: str | Path, dest: str | Path | None = None, *, name: str | None = None,
@@ -261,7 +234,7 @@ def build_bert_folder(source_dir: str | Path, dest: str | Path | None = None, *,
     if not force and _is_current(dest, onnx_path):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(dest):
+    with build_lock(dest):
         if not force and _is_current(dest, onnx_path):  # built by another process meanwhile
             return dest
         for stale in dest.parent.glob(f".{dest.name}.build-*"):
@@ -276,7 +249,7 @@ def build_bert_folder(source_dir: str | Path, dest: str | Path | None = None, *,
                                        f"away from the ONNX graph (limit {PROBE_TOLERANCE}); not using it")
             for path in (work, *work.rglob("*")):  # mkdtemp creates owner-only modes
                 path.chmod(0o755 if path.is_dir() else 0o644)
-            stamp = _source_stamp(onnx_path) | {"sha256": _sha256(onnx_path)}
+            stamp = _source_stamp(onnx_path) | {"sha256": sha256_file(onnx_path)}
             (work / MARKER).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
             swap_folder(work, dest)
         finally:
