@@ -201,8 +201,6 @@ def _useful_flops(rows, batch_size: int, list_size: int, steps: int) -> float:
 
 
 def _memory_child(batch_size: int, chunk_size: int | None, list_size: int) -> None:
-    import torch
-
     from distill.training.datamodule import collate_lists
     from distill.training.module import DistillationModule, StudentConfig
 

@@ -10,9 +10,12 @@ import abc
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # How many pairs are tokenised and length-sorted together: large enough that sorting removes most
 # padding, small enough that a million-pair call never holds a million tokenised pairs at once.

@@ -22,7 +22,6 @@ from distill.data.lists import lists_from_rows, save_lists
 from distill.mining.queries import build_generators, drop_eval_overlap
 from distill.mining.settings import check_keys, check_value, section
 from distill.mining.stats import count, summary
-from distill.paths import cache_root
 from distill.retrieval import as_searched, build_retriever
 from distill.retrieval.fusion import reciprocal_rank_fusion
 from teachers.spec import TeacherSpec
