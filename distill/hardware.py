@@ -13,6 +13,10 @@ import torch
 
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
+# A ``precision`` setting (`distill evaluate --precision`, a recipe's ``teacher.precision``) → the
+# ``bf16`` flag the loaders take; None decides by the hardware (resolve_autocast).
+PRECISIONS: dict[str, bool | None] = {"auto": None, "bf16": True, "fp32": False}
+
 
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:

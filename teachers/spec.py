@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
+from distill.hardware import PRECISIONS
 from distill.paths import cache_root
 
 DEFAULT_TEACHER = "ms-marco-MiniLM-L-12-v2"
@@ -49,7 +50,7 @@ class TeacherSpec:
             raise ValueError(f"teacher.max_length must be >= 1 or null, got {self.max_length!r}")
         if self.backend not in ("auto", "torch", "onnx"):
             raise ValueError(f"teacher.backend must be auto, torch or onnx, got {self.backend!r}")
-        if self.precision not in ("auto", "bf16", "fp32"):
+        if self.precision not in PRECISIONS:
             raise ValueError(f"teacher.precision must be auto, bf16 or fp32, got {self.precision!r}")
 
     def cache_path(self) -> Path:
@@ -57,7 +58,7 @@ class TeacherSpec:
 
     @property
     def bf16(self) -> bool | None:
-        return {"auto": None, "bf16": True, "fp32": False}[self.precision]
+        return PRECISIONS[self.precision]
 
     def load(self, *, cached: bool = True, **options):
         """The teacher (behind the score cache unless ``cached=False``); ``options`` go to the backend."""

@@ -15,13 +15,12 @@ from tqdm.auto import tqdm
 from distill.data.corpora import RetrievalSet, load_retrieval_set
 from distill.evaluation.metrics import Run, evaluate_run, mean_scores
 from distill.evaluation.report import Report
+from distill.hardware import PRECISIONS  # --precision → load_student(bf16=...)
 from distill.retrieval import Retriever, as_searched, build_retriever
 
 if TYPE_CHECKING:
     from students.dual_encoder import DualEncoder
     from teachers.base import Teacher
-
-PRECISIONS = {"auto": None, "bf16": True, "fp32": False}  # --precision → load_student(bf16=...)
 
 
 @dataclass
