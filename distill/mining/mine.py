@@ -173,7 +173,7 @@ def build_queries(config: MineConfig, rs: RetrievalSet, stats: dict) -> list[dic
         kept, dropped = drop_eval_overlap(generated, evaluation_queries(rs))
         stats["queries_generated"] = len(generated)
         stats["dropped_equal_to_evaluation_query"] = dropped
-        for i, q in enumerate(kept):
+        for q in kept:
             qid = f"gen-{q.query_type}-{q.source_id}-{_key(q.query, q.source_id)[:8]}"
             out.append({"query_id": qid, "query": q.query, "query_type": q.query_type, "source_id": q.source_id})
     seen, unique = set(), []

@@ -1,4 +1,5 @@
-"""Callbacks: evaluation-set monitoring (never selects a checkpoint) and the final student export."""
+"""Callbacks: evaluation-set monitoring (never selects a checkpoint), the final student export, and
+training speed as metrics and progress lines (``PublishStudent`` sits in ``publish_callback.py``)."""
 from __future__ import annotations
 
 import time
@@ -8,8 +9,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from distill.evaluation.evaluate import evaluate_encoder
 from distill.atomic import write_json_atomic
+from distill.evaluation.evaluate import evaluate_encoder
 
 
 class RetrievalMonitor(Callback):
