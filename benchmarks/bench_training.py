@@ -32,7 +32,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _rows(n: int, list_size: int, seed: int = 0) -> list[dict]:
@@ -191,7 +190,7 @@ def _useful_flops(rows, batch_size: int, list_size: int, steps: int) -> float:
     from transformers import AutoConfig, AutoTokenizer
 
     from distill.models import local_path
-    from peak import encoder_flops
+    from benchmarks.peak import encoder_flops
 
     path = str(local_path("all-MiniLM-L6-v2"))
     tok, config = AutoTokenizer.from_pretrained(path), AutoConfig.from_pretrained(path)
@@ -271,7 +270,7 @@ def main() -> None:
         return
     import torch
 
-    from peak import matmul_peak
+    from benchmarks.peak import matmul_peak
 
     peak_dtype = torch.bfloat16 if bf16 else torch.float32
     peak = matmul_peak(peak_dtype)

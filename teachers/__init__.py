@@ -1,16 +1,23 @@
 """Frozen cross-encoder teachers behind one protocol: ``Teacher.score(queries, passages) -> Tensor``.
 
 ``load_teacher`` turns a packaged name or a local folder into a teacher; ``cache=`` wraps it in the
-persistent score cache. Backends are imported lazily so ``teachers.cache`` stays light.
+persistent score cache. ``TeacherSpec`` is the recipe-level setting (``spec.load()``). Backends are
+imported lazily so ``teachers.cache`` stays light.
+
+The packaged ms-marco-MiniLM-L-12-v2 runs on torch from a folder dequantised once from its INT8
+ONNX graph (``distill/importers/onnx_bert.py``): the graph quantises activations per batch, so a
+pair's score there depends on its neighbours. ``backend="onnx"`` still runs the original graph.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from teachers.base import Teacher
+from teachers.spec import TeacherSpec, default_cache_path
 
-__all__ = ["Teacher", "load_teacher", "teacher_names"]
+__all__ = ["Teacher", "TeacherSpec", "default_cache_path", "load_teacher", "teacher_names"]
 
 Backend = Literal["auto", "torch", "onnx"]
 
@@ -45,6 +52,11 @@ def load_teacher(
     if entry is not None and entry.kind != "cross-encoder":
         raise ValueError(f"{entry.name!r} is a packaged {entry.kind}, not a cross-encoder; teachers: {', '.join(teacher_names())}")
     resolved = resolve(name_or_path)
+    if backend == "onnx" and entry is not None and entry.locate_onnx is not None and resolved.local:
+        # the packaged graph the default torch folder was converted from
+        onnx_dir = entry.locate_onnx()
+        if onnx_dir is not None:
+            resolved = replace(resolved, path=str(onnx_dir))
     if not resolved.local:
         if entry is not None:
             local_path(name_or_path)  # raises the one-line "install package X" error

@@ -128,6 +128,25 @@ class Teacher(abc.ABC):
         return f"{type(self).__name__}({self.identity})"
 
 
+# Position-embedding tables of these model types keep 2 rows for padding offsets (RoBERTa rule).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def cap_length(max_length: int, tokenizer, *, max_positions: int | None = None, model_type: str | None = None) -> int:
+    """``max_length`` clipped to what the tokenizer and the position embeddings allow.
+
+    One rule for every backend: ``model_max_length`` (ignored when unset, i.e. a huge sentinel) and
+    ``max_position_embeddings``, less 2 for RoBERTa-style models, whose positions start after the pad id.
+    """
+    limits = [int(max_length)]
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and 0 < declared < 100_000:
+        limits.append(declared)
+    if isinstance(max_positions, int) and max_positions > 0:
+        limits.append(max_positions - 2 if model_type in _OFFSET_POSITIONS else max_positions)
+    return min(limits)
+
+
 def check_pairs(queries: Sequence[str], passages: Sequence[str]) -> tuple[list[str], list[str]]:
     """Lists of strings of equal length, or a one-line ValueError."""
     if isinstance(queries, str) or isinstance(passages, str):

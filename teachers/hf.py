@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from distill.hardware import autocast, default_device, resolve_autocast
-from teachers.base import TokenizedTeacher, fingerprint, pick_relevance
+from teachers.base import TokenizedTeacher, cap_length, fingerprint, pick_relevance
 
 TORCH_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
@@ -47,8 +47,9 @@ class HFTeacher(TokenizedTeacher):
         self.num_labels = int(config.num_labels)
         pick_relevance(torch.zeros(1, self.num_labels), self.num_labels, self.name)  # reject >2 heads early
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        super().__init__(tokenizer, batch_size=batch_size, max_length=_cap_length(max_length, config, tokenizer),
-                         show_progress=show_progress)
+        length = cap_length(max_length, tokenizer, max_positions=getattr(config, "max_position_embeddings", None),
+                            model_type=getattr(config, "model_type", None))
+        super().__init__(tokenizer, batch_size=batch_size, max_length=length, show_progress=show_progress)
 
         model, info = AutoModelForSequenceClassification.from_pretrained(
             folder, local_files_only=True, output_loading_info=True, dtype=torch.float32
@@ -82,16 +83,6 @@ class HFTeacher(TokenizedTeacher):
         with torch.inference_mode(), autocast(self.device, self.bf16):
             logits = self.model(**feed).logits
         return pick_relevance(logits.float(), self.num_labels, self.name)
-
-
-def _cap_length(max_length: int, config, tokenizer) -> int:
-    """``max_length`` clipped to what the position embeddings and the tokenizer allow."""
-    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
-    # model_max_length is a huge sentinel when unset; roberta-style models reserve 2 positions.
-    limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < 100_000]
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") and config.max_position_embeddings:
-        limits.append(int(config.max_position_embeddings) - 2)
-    return min([int(max_length), *limits])
 
 
 def _precast_linears(model: torch.nn.Module) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from teachers.base import TokenizedTeacher, available_cores, fingerprint, pick_relevance
+from teachers.base import TokenizedTeacher, available_cores, cap_length, fingerprint, pick_relevance
 
 ONNX_FILES = ("model.onnx", "onnx/model.onnx")
 
@@ -42,8 +42,8 @@ class OnnxTeacher(TokenizedTeacher):
         if graph is None:
             raise ValueError(f"teacher {self.name!r}: {folder} has no model.onnx")
         tokenizer = _load_tokenizer(folder, graph.parent, self.name)
-        super().__init__(tokenizer, batch_size=batch_size, max_length=_cap_length(max_length, folder, tokenizer),
-                         show_progress=show_progress)
+        length = cap_length(max_length, tokenizer, **_position_limits(folder))
+        super().__init__(tokenizer, batch_size=batch_size, max_length=length, show_progress=show_progress)
 
         options = ort.SessionOptions()
         # onnxruntime's default counts logical CPUs of the host, not the cores this process may use.
@@ -98,15 +98,10 @@ def _load_tokenizer(folder: Path, graph_dir: Path, name: str):
     raise ValueError(f"teacher {name!r}: {folder} has model.onnx but no tokenizer.json / tokenizer_config.json")
 
 
-def _cap_length(max_length: int, folder: Path, tokenizer) -> int:
-    """``max_length`` clipped to the tokenizer's and the folder's declared maxima."""
-    limits = [int(max_length)]
-    declared = getattr(tokenizer, "model_max_length", None)
-    if isinstance(declared, int) and 0 < declared < 100_000:  # unset → a huge sentinel
-        limits.append(declared)
+def _position_limits(folder: Path) -> dict:
+    """``max_positions`` / ``model_type`` from the folder's config.json, where it has one."""
     config = folder / "config.json"
-    if config.is_file():
-        positions = json.loads(config.read_text()).get("max_position_embeddings")
-        if isinstance(positions, int) and positions > 0:
-            limits.append(positions)
-    return min(limits)
+    if not config.is_file():
+        return {}
+    raw = json.loads(config.read_text())
+    return {"max_positions": raw.get("max_position_embeddings"), "model_type": raw.get("model_type")}

@@ -217,9 +217,12 @@ def test_under_bf16_autocast(batch):
 
 def assert_close_relative(got, want, tolerance):
     assert got.keys() == want.keys() and want
+    # a gradient that is zero in exact arithmetic (attention key biases: softmax ignores them) is bf16
+    # rounding noise on both sides, so each tensor is compared on the scale of the largest gradient
+    floor = 1e-3 * max(g.norm() for g in want.values())
     for name, g in want.items():
         assert torch.isfinite(got[name]).all(), name
-        assert (got[name] - g).norm() <= tolerance * g.norm() + 1e-6, name
+        assert (got[name] - g).norm() <= tolerance * max(g.norm(), floor) + 1e-6, name
 
 
 def test_split_inputs_and_errors():

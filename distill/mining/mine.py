@@ -25,6 +25,7 @@ from distill.mining.stats import count, query_type_table, summary
 from distill.paths import cache_root
 from distill.retrieval import as_searched, build_retriever
 from distill.retrieval.fusion import reciprocal_rank_fusion
+from teachers.spec import TeacherSpec
 
 
 @dataclass
@@ -60,14 +61,6 @@ class RetrievalConfig:
 
 
 @dataclass
-class TeacherConfig:
-    name: str = "ms-marco-MiniLM-L-12-v2"
-    batch_size: int = 64
-    max_length: int | None = 256
-    cache: str | None = None  # default: <cache root>/teacher_scores.sqlite, shared by every recipe
-
-
-@dataclass
 class FilterConfig:
     """Which generated queries become lists (queries from a qrels split always do). CADET keeps a
     query only when its source passage is in the zero-shot student's top 20 AND the teacher ranks
@@ -92,7 +85,7 @@ class MineConfig:
     output: str
     queries: QuerySource
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
     filter: FilterConfig = field(default_factory=FilterConfig)
     seed: int = 0
 
@@ -106,7 +99,7 @@ class MineConfig:
             corpus=str(raw["corpus"]), output=str(raw["output"]),
             queries=section(QuerySource, raw["queries"], where, "queries"),
             retrieval=section(RetrievalConfig, raw.get("retrieval"), where, "retrieval"),
-            teacher=section(TeacherConfig, raw.get("teacher"), where, "teacher"),
+            teacher=section(TeacherSpec, raw.get("teacher"), where, "teacher"),
             filter=section(FilterConfig, raw.get("filter"), where, "filter"),
             seed=raw.get("seed", 0),
         )
@@ -301,8 +294,6 @@ def mine(config: MineConfig) -> Path:
 
     ``run_recipe`` checks the recipe's names (:meth:`MineConfig.check_names`) before calling this.
     """
-    from teachers import load_teacher
-
     output = Path(config.output)
     check_writable(output, "output", folder=True)  # before hours of mining, not after
     work = output.parent / f".{output.name}.work"
@@ -347,10 +338,7 @@ def mine(config: MineConfig) -> Path:
     ids, texts = rs.doc_texts()
     text_of = dict(zip(ids, texts))
     searched_text = dict(zip(ids, as_searched(texts, rs.normalize_text)))
-    tc = config.teacher
-    cache = tc.cache or str(cache_root() / "teacher_scores.sqlite")
-    teacher = load_teacher(tc.name, batch_size=tc.batch_size, max_length=tc.max_length, cache=cache,
-                           show_progress=True)
+    teacher = config.teacher.load(show_progress=True)
     pair_q, pair_p = [], []
     for qt, (_, c) in zip(as_searched([q["query"] for q, _ in scored], rs.normalize_text), scored):
         for d, _, _ in c["docs"]:

@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from distill.hardware import lightning_precision
-from distill.training.callbacks import ExportStudent, RetrievalMonitor
+from distill.training.callbacks import ExportStudent, ProgressLines, RetrievalMonitor
 from distill.training.datamodule import ListsDataModule
 from distill.training.module import DistillationModule
 from distill.training.publish_callback import PublishStudent
@@ -46,6 +46,8 @@ class DistillCLI(LightningCLI):
         parser.add_lightning_class_args(ExportStudent, "export")
         # after export (callbacks run in this order): `distill publish` on the exported student
         parser.add_lightning_class_args(PublishStudent, "publish")
+        # speed in the logged metrics and, without a terminal, as periodic lines
+        parser.add_lightning_class_args(ProgressLines, "progress")
         for key in ("datasets", "split", "batch_size", "precision"):
             parser.link_arguments(f"evaluation.{key}", f"export.{key}")
         for key in ("selection", "checkpoint"):

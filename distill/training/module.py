@@ -18,6 +18,7 @@ from distill.training.distributed import gather_other_ranks, gather_other_ranks_
 from distill.training.gradcache import GradCache
 from distill.training.metrics import dev_list_metrics
 from students.options import StudentOverrides
+from teachers.spec import TeacherSpec
 
 
 @dataclass
@@ -30,16 +31,6 @@ class StudentConfig(StudentOverrides):
 
     def options(self) -> dict:
         return {**self.changes(), "gradient_checkpointing": self.gradient_checkpointing}
-
-
-@dataclass
-class TeacherConfig:
-    """The frozen teacher; it scores only lists that arrive without teacher scores."""
-
-    name: str = "ms-marco-MiniLM-L-12-v2"
-    batch_size: int = 64
-    max_length: int | None = 256
-    cache: str | None = None
 
 
 @dataclass
@@ -71,7 +62,7 @@ class DistillationModule(L.LightningModule):
         cross_device_negatives: under DDP, every other device's passages are InfoNCE negatives.
     """
 
-    def __init__(self, student: StudentConfig = StudentConfig(), teacher: TeacherConfig | None = TeacherConfig(),
+    def __init__(self, student: StudentConfig = StudentConfig(), teacher: TeacherSpec | None = TeacherSpec(),
                  objective: ObjectiveConfig = ObjectiveConfig(), optimizer: OptimizerConfig = OptimizerConfig(),
                  chunk_size: int | None = None, bucket_size: int | None = 64, cross_device_negatives: bool = True):
         super().__init__()
@@ -100,12 +91,7 @@ class DistillationModule(L.LightningModule):
         if self._teacher is None:
             if self.teacher_config is None:
                 raise ValueError("a list has no teacher scores and the recipe names no teacher (model.teacher)")
-            from distill.paths import cache_root
-            from teachers import load_teacher
-
-            tc = self.teacher_config
-            self._teacher = load_teacher(tc.name, batch_size=tc.batch_size, max_length=tc.max_length,
-                                         cache=tc.cache or str(cache_root() / "teacher_scores.sqlite"))
+            self._teacher = self.teacher_config.load()
         return self._teacher
 
     def fill_teacher_scores(self, batch: ListBatch) -> torch.Tensor:
