@@ -155,7 +155,22 @@ def evaluation_queries(rs: RetrievalSet) -> list[str]:
     return [t for q, t in zip(rs.queries["query_id"], rs.queries["text"]) if q in eval_ids]
 
 
-def build_queries(config: MineConfig, rs: RetrievalSet, stats: dict) -> list[dict]:
+def stage_keys(config: MineConfig) -> tuple[str, str]:
+    """(queries key, candidates key): the hashes under which the two stages are cached."""
+    qkey = _key(asdict(config.queries), config.corpus, config.seed)
+    return qkey, _key(qkey, asdict(config.retrieval))
+
+
+def generate_queries(generate: dict, passages: list[tuple[str, str]]) -> list:
+    """Every generator of ``generate`` over ``passages``, generator by generator (SyntheticQuery list).
+    ``mining/distributed.py`` passes its own (sharded by rank) in the same order."""
+    generated = []
+    for generator in build_generators(generate):
+        generated += generator.generate(passages)
+    return generated
+
+
+def build_queries(config: MineConfig, rs: RetrievalSet, stats: dict, generate=generate_queries) -> list[dict]:
     src = config.queries
     out: list[dict] = []
     if src.split:
@@ -175,9 +190,7 @@ def build_queries(config: MineConfig, rs: RetrievalSet, stats: dict) -> list[dic
         ids, texts = rs.doc_texts()
         picked = sorted(rng.sample(range(len(ids)), min(src.passages, len(ids))))
         passages = [(ids[i], texts[i]) for i in picked]
-        generated = []
-        for generator in build_generators(src.generate):
-            generated += generator.generate(passages)
+        generated = generate(src.generate, passages)
         kept, dropped = drop_eval_overlap(generated, evaluation_queries(rs))
         stats["queries_generated"] = len(generated)
         stats["dropped_equal_to_evaluation_query"] = dropped
@@ -231,7 +244,7 @@ def mine(config: MineConfig) -> Path:
     work = output.parent / f".{output.name}.work"
     stats: dict = {"config": asdict(config)}
     rs = load_retrieval_set(config.corpus)
-    qkey = _key(asdict(config.queries), config.corpus, config.seed)
+    qkey, ckey = stage_keys(config)
     qstats: dict = {}
     queries = _cached_stage(work, "queries", qkey, lambda: {"rows": build_queries(config, rs, qstats),
                                                              "stats": qstats})
@@ -239,7 +252,6 @@ def mine(config: MineConfig) -> Path:
     queries = queries["rows"]
     if not queries:
         raise DataError(f"{config.corpus}: no training queries (check queries.split / queries.generate)")
-    ckey = _key(qkey, asdict(config.retrieval))
     candidates = _cached_stage(work, "candidates", ckey, lambda: build_candidates(config, rs, queries))
 
     ids, texts = rs.doc_texts()

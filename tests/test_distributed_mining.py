@@ -1,0 +1,136 @@
+"""`distill mine` on 2 gloo CPU processes: the same lists as one process, and a killed rank's
+finished shards reused by the restarted job. Tiny BEIR folder, tiny random teacher and student, real BM25."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+
+from factories import make_tiny_bert
+from test_mine import tiny_beir
+from test_teachers import make_cross_encoder
+
+from distill.data.lists import load_lists
+from distill.mining import distributed
+from distill.mining.distributed import ShardSizes
+from distill.mining.recipe import run_recipe
+
+# small shards, so each rank gets several of every stage (8 passages, ~10 queries, ~40 pairs)
+SIZES = ShardSizes(passages=3, queries=3, pairs=5)
+WORLD = 2
+
+
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory):
+    """recipe(name) → a recipe writing lists/<name> with its own score cache (so no run sees another's)."""
+    root = tmp_path_factory.mktemp("ddp_mine")
+    os.environ["DISTILL_CACHE"] = str(root / "cache")  # inherited by the spawned ranks
+    make_cross_encoder(root / "teacher")
+    base = {
+        "corpus": str(tiny_beir(root / "beir")), "seed": 0,
+        "queries": {"split": "train", "passages": 8, "generate": {"keywords": {"language": "en", "per_passage": 1}}},
+        "retrieval": {"bm25": True, "dense": str(make_tiny_bert(root / "student")), "depth": 8, "list_size": 4},
+        "teacher": {"name": str(root / "teacher"), "batch_size": 8},
+        "filter": {"source_top_k": None},
+    }
+
+    def recipe(name: str) -> Path:
+        path = root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**base, "output": str(root / "lists" / name),
+                                        "teacher": {**base["teacher"], "cache": str(root / f"{name}.sqlite")}}))
+        return path
+
+    yield recipe
+    os.environ.pop("DISTILL_CACHE", None)
+
+
+@pytest.fixture(scope="module")
+def one_process(recipes):
+    return load_lists(run_recipe(recipes("one"))).to_list()
+
+
+def assert_same_lists(got: list[dict], expected: list[dict]) -> None:
+    assert [r["query_id"] for r in got] == [r["query_id"] for r in expected]  # same queries, same order
+    for g, e in zip(got, expected):
+        assert {k: g[k] for k in ("query", "query_type", "source_id")} == {k: e[k] for k in ("query", "query_type", "source_id")}
+        strip = lambda row: [{k: c[k] for k in ("doc_id", "text", "bm25_rank", "dense_rank")} for c in row["candidates"]]
+        assert strip(g) == strip(e)  # same candidates, same order
+        for cg, ce in zip(g["candidates"], e["candidates"]):
+            assert abs(cg["teacher_score"] - ce["teacher_score"]) <= 1e-5
+
+
+def test_two_processes_write_the_lists_of_one(recipes, one_process):
+    out = distributed.launch(recipes("two"), None, devices=WORLD, num_nodes=1, shards=SIZES)
+    assert_same_lists(load_lists(out).to_list(), one_process)
+    stats = json.loads((out / "stats.json").read_text())["distributed"]
+    assert stats["world_size"] == WORLD
+    for stage in ("queries", "candidates", "scores"):  # every stage really was split over both ranks
+        assert all(r["shards"][stage]["computed"] >= 1 for r in stats["ranks"]), (stage, stats["ranks"])
+        assert sum(r["shards"][stage]["computed"] for r in stats["ranks"]) == stats["ranks"][0]["shards"][stage]["total"]
+    # no pair scored twice: the ranks' teacher calls add up to the distinct pairs, and the merged cache holds them
+    assert stats["pairs_scored"] == stats["distinct_pairs"]
+    import sqlite3
+    with sqlite3.connect(str(recipes("two").with_suffix(".sqlite"))) as conn:
+        assert conn.execute("SELECT count(*) FROM scores").fetchone()[0] == stats["distinct_pairs"]
+    assert not (out.parent / ".two.work" / "shards").exists()  # merged, then removed
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank_killed_after_one_score_shard(rank: int, init: str, recipe: str) -> None:
+    """A rank of a mining job; rank 1 dies (as a killed process would) when it starts its second score shard."""
+    import torch
+
+    from teachers.base import Teacher
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    if rank == 1:
+        score, calls = Teacher.score, []
+
+        def dying(self, queries, passages):
+            calls.append(len(queries))
+            if len(calls) == 2:
+                os._exit(9)
+            return score(self, queries, passages)
+
+        Teacher.score = dying
+    run_recipe(recipe, mine_with=lambda config: distributed.mine_on_ranks(config, SIZES))
+
+
+def test_killed_rank_restarted_job_reuses_every_finished_shard(recipes, one_process):
+    recipe = recipes("killed")
+    with pytest.raises(mp.ProcessExitedException):
+        mp.spawn(_rank_killed_after_one_score_shard, args=(f"tcp://127.0.0.1:{_free_port()}", str(recipe)),
+                 nprocs=WORLD, join=True)
+    shards = recipe.parent / "lists" / ".killed.work" / "shards"
+    finished = sorted(shards.glob("scores-*.json"))
+    by_rank = [[p for p in finished if int(p.name.split("-")[1]) % WORLD == r] for r in range(WORLD)]
+    assert len(by_rank[1]) == 1  # rank 1 finished exactly one shard before it died
+    finished_pairs = sum(len(json.loads(p.read_text())["data"]) for p in finished)
+    assert not (recipe.parent / "lists" / "killed").exists()
+
+    out = distributed.launch(recipe, None, devices=WORLD, num_nodes=1, shards=SIZES)
+    assert_same_lists(load_lists(out).to_list(), one_process)
+    stats = json.loads((out / "stats.json").read_text())["distributed"]
+    assert sum(r["shards"]["scores"]["reused"] for r in stats["ranks"]) == len(finished)
+    assert stats["pairs_scored"] == stats["distinct_pairs"] - finished_pairs  # nothing finished was redone
+    # the query and candidate stages finished before the kill: not redone at all
+    assert all("queries" not in r["shards"] and "candidates" not in r["shards"] for r in stats["ranks"])
+
+
+def test_cli_flags_are_checked(recipes):
+    from distill.cli import main
+
+    assert main(["mine", "--config", str(recipes("flags")), "--devices", "0"]) == 2
+    assert main(["mine", "--config", str(recipes("flags")), "--devices", "1", "--num-nodes", "2"]) == 2
