@@ -130,3 +130,20 @@ def test_cli_flags_are_checked(recipes):
 
     assert main(["mine", "--config", str(recipes("flags")), "--devices", "0"]) == 2
     assert main(["mine", "--config", str(recipes("flags")), "--devices", "1", "--num-nodes", "2"]) == 2
+
+
+def test_ddp_recipe_keeps_the_global_batch_of_one_process(monkeypatch):
+    """recipes/capretrieval-en/ddp.yaml over a method: DDP on 2 devices at half the per-device batch, so the
+    global batch (and with it the loss, the negatives and the learning rate) is base.yaml's."""
+    from distill.training.cli import resolve_fit_config
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    folder = "recipes/capretrieval-en"
+    base = resolve_fit_config(["--config", f"{folder}/base.yaml", "--config", f"{folder}/combined.yaml"])
+    ddp = resolve_fit_config(["--config", f"{folder}/base.yaml", "--config", f"{folder}/combined.yaml",
+                              "--config", f"{folder}/ddp.yaml"])
+    assert ddp["trainer"]["strategy"] == "ddp"
+    world = ddp["trainer"]["devices"] * ddp["trainer"]["num_nodes"]
+    assert world > 1 and ddp["data"]["batch_size"] * world == base["data"]["batch_size"] * base["trainer"]["devices"]
+    assert ddp["model"] == base["model"]  # same objective, optimizer and learning rate
