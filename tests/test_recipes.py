@@ -12,7 +12,7 @@ from distill.training.cli import resolve_fit_config
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted(p for p in ROOT.glob("recipes/*/*.yaml")
-                 if p.parent.name != "mine" and p.name not in ("base.yaml", "ablation.yaml"))
+                 if p.parent.name != "mine" and p.name not in ("base.yaml", "ablation.yaml", "ddp.yaml"))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -13,6 +13,7 @@ import random
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -22,7 +23,6 @@ from distill.data.lists import lists_from_rows, save_lists
 from distill.mining.queries import SyntheticQuery, build_generators, drop_eval_overlap
 from distill.mining.settings import check_keys, check_value, section
 from distill.mining.stats import count, query_type_table, summary
-from distill.paths import cache_root
 from distill.retrieval import as_searched, build_retriever
 from distill.retrieval.fusion import reciprocal_rank_fusion
 from teachers.spec import TeacherSpec
@@ -210,7 +210,16 @@ def generate_cached(work: Path, name: str, options, corpus: str,
             for doc_id, _ in passages for query, query_type in done[doc_id]]
 
 
-def build_queries(config: MineConfig, rs: RetrievalSet, stats: dict, work: Path) -> list[dict]:
+def stage_keys(config: MineConfig) -> tuple[str, str]:
+    """(queries key, candidates key): the hashes under which the two stages are cached."""
+    qkey = _key(asdict(config.queries), config.corpus, config.seed)
+    return qkey, _key(qkey, asdict(config.retrieval))
+
+
+def build_queries(config: MineConfig, rs: RetrievalSet, stats: dict, work: Path,
+                  generate: Callable[[dict, list[tuple[str, str]]], list[SyntheticQuery]] | None = None) -> list[dict]:
+    """The recipe's queries (qrels split and/or generated). ``generate`` replaces the per-generator
+    cached generation (``mining/distributed.py`` passes one that shards the passages over ranks)."""
     src = config.queries
     out: list[dict] = []
     if src.split:
@@ -228,9 +237,12 @@ def build_queries(config: MineConfig, rs: RetrievalSet, stats: dict, work: Path)
     if src.generate:
         build_generators(src.generate)  # every generator's options checked before any runs
         passages = pick_passages(rs, src.passages, config.seed)
-        generated = []
-        for name, options in src.generate.items():
-            generated += generate_cached(work, name, options, config.corpus, passages)
+        if generate is not None:
+            generated = generate(src.generate, passages)
+        else:
+            generated = []
+            for name, options in src.generate.items():
+                generated += generate_cached(work, name, options, config.corpus, passages)
         kept, dropped = drop_eval_overlap(generated, evaluation_queries(rs))
         stats["queries_generated"] = len(generated)
         stats["generated_by_type"] = count(q.query_type for q in generated)
@@ -248,6 +260,11 @@ def build_queries(config: MineConfig, rs: RetrievalSet, stats: dict, work: Path)
     return unique
 
 
+def candidate_cache(config: MineConfig, work: Path) -> Path:
+    """Where :func:`build_candidates` keeps its rows, ``{query id: row}``."""
+    return work / f"candidates-{_key(config.corpus, asdict(config.retrieval))}.json"
+
+
 def build_candidates(config: MineConfig, rs: RetrievalSet, queries: list[dict], work: Path) -> list[dict]:
     """Fused top-N per query, each candidate with its BM25 and dense ranks; the source passage of a
     synthetic query is kept in its list (replacing the last candidate) so the filters can judge it.
@@ -255,7 +272,7 @@ def build_candidates(config: MineConfig, rs: RetrievalSet, queries: list[dict], 
     Rows are kept per query id in ``work/candidates-<hash of corpus and retrieval>.json``: only
     queries not retrieved before are searched (a query id is a hash of its text and source)."""
     rc = config.retrieval
-    path = work / f"candidates-{_key(config.corpus, asdict(rc))}.json"
+    path = candidate_cache(config, work)
     done: dict[str, dict] = {}
     if path.is_file():
         try:
@@ -299,7 +316,7 @@ def mine(config: MineConfig) -> Path:
     work = output.parent / f".{output.name}.work"
     stats: dict = {"config": asdict(config)}
     rs = load_retrieval_set(config.corpus)
-    qkey = _key(asdict(config.queries), config.corpus, config.seed)
+    qkey, _ = stage_keys(config)
     qstats: dict = {}
     queries = _cached_stage(work, "queries", qkey, lambda: {"rows": build_queries(config, rs, qstats, work),
                                                              "stats": qstats})
