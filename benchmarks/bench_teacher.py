@@ -140,7 +140,10 @@ def main() -> None:
         "torch bf16 weights": lambda: bf16.score(queries, passages),
         "ONNX INT8 graph (before)": lambda: onnx.score(queries, passages),
     }
-    results = {label: timed(run, args.rounds) for label, run in runs.items()}
+    results = {}
+    for label, run in runs.items():
+        results[label] = timed(run, args.rounds)
+        print(f"  {label}: {len(pairs) / results[label][0]:.1f} pairs/s", file=sys.stderr, flush=True)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
 
     rng = random.Random(0)
