@@ -163,7 +163,7 @@ def main() -> None:
           f"threads {torch.get_num_threads()}, bf16 units: {bf16_available('cpu')}")
     print(f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (shared cores depress every "
           "absolute figure; ratios and fractions are from the same run)")
-    print(f"matmul peak 2048^2 (benchmarks.peak.matmul_peak): fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s")
+    print(f"matmul peak (benchmarks.peak.matmul_peak, up to 2048^2): fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s")
     print(f"tokens {sum(lengths)} non-padding ({sum(lengths) / len(lengths):.1f}/pair, max {max(lengths)}); unsorted batches "
           f"would run {padded_plain / sum(lengths):.2f}x that; useful work {flops / 1e12:.3f} TFLOP/run")
     print(f"batch dependence: {len(picks)} pairs (shortest, longest, random) alone vs in a batch of {args.batch_size}")
