@@ -140,7 +140,10 @@ def main() -> None:
         "torch bf16 weights": lambda: bf16.score(queries, passages),
         "ONNX INT8 graph (before)": lambda: onnx.score(queries, passages),
     }
-    results = {label: timed(run, args.rounds) for label, run in runs.items()}
+    results = {}
+    for label, run in runs.items():
+        results[label] = timed(run, args.rounds)
+        print(f"  {label}: {len(pairs) / results[label][0]:.1f} pairs/s", file=sys.stderr, flush=True)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
 
     rng = random.Random(0)
@@ -160,7 +163,7 @@ def main() -> None:
           f"threads {torch.get_num_threads()}, bf16 units: {bf16_available('cpu')}")
     print(f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (shared cores depress every "
           "absolute figure; ratios and fractions are from the same run)")
-    print(f"matmul peak 2048^2 (benchmarks.peak.matmul_peak): fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s")
+    print(f"matmul peak (benchmarks.peak.matmul_peak, up to 2048^2): fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s")
     print(f"tokens {sum(lengths)} non-padding ({sum(lengths) / len(lengths):.1f}/pair, max {max(lengths)}); unsorted batches "
           f"would run {padded_plain / sum(lengths):.2f}x that; useful work {flops / 1e12:.3f} TFLOP/run")
     print(f"batch dependence: {len(picks)} pairs (shortest, longest, random) alone vs in a batch of {args.batch_size}")

@@ -65,8 +65,11 @@ def _cmd_mine(args: argparse.Namespace) -> int:
 
     if args.output is not None:
         check_writable(args.output, "--output", folder=True)
-    out = run_recipe(args.config, output=args.output)
-    print(f"wrote {out}")
+    out = run_recipe(args.config, output=args.output, devices=args.devices, num_nodes=args.num_nodes)
+    from distill.mining.distributed import is_main_rank
+
+    if is_main_rank():
+        print(f"wrote {out}")
     return 0
 
 
@@ -136,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     mine = sub.add_parser("mine", help="build teacher-scored training lists from a recipe")
     mine.add_argument("--config", required=True, type=Path)
     mine.add_argument("--output", type=Path)
+    mine.add_argument("--devices", type=int, help="processes on this node (shards queries, retrieval and "
+                      "teacher scoring; default 1, or torchrun's / srun's layout); see docs/distributed.md")
+    mine.add_argument("--num-nodes", type=int, default=1, help="nodes of a torchrun / srun launch")
 
     cmp_ = sub.add_parser("compare", help="evaluation reports side by side with paired significance tests")
     cmp_.add_argument("reports", nargs="+", type=Path, help="`distill evaluate --output` JSON files; first = baseline")

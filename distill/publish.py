@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.atomic import swap_folder
+from distill.atomic import atomic_folder
 
 METRICS = (("ndcg@10", "nDCG@10"), ("recall@100", "Recall@100"), ("mrr@10", "MRR@10"))
 # a report row named this is the published model's own result (it goes into model-index)
@@ -129,16 +128,10 @@ def publish(run_dir: str | Path, output: str | Path, *, repo_id: str | None = No
         raise ValueError("--push needs --repo-id ORG/NAME")
     run = read_run(run_dir, list(reports))
     output = Path(output).expanduser().resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_folder(output) as tmp:
         # metrics.json is the run's bookkeeping; its numbers are in the card
-        shutil.copytree(run.student, tmp, ignore=shutil.ignore_patterns("metrics.json"))
+        shutil.copytree(run.student, tmp, ignore=shutil.ignore_patterns("metrics.json"), dirs_exist_ok=True)
         (tmp / "README.md").write_text(model_card(run, tmp, repo_id=repo_id, license=license), encoding="utf-8")
-        swap_folder(tmp, output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {output}")
     files = sorted(str(p.relative_to(output)) for p in output.rglob("*") if p.is_file())
     if push:

@@ -77,6 +77,22 @@ def build_head(hidden_size: int, options: StudentOptions, projection: nn.Module 
     return nn.Sequential(*modules)
 
 
+def set_dropout(model: nn.Module, probability: float) -> None:
+    """Every dropout of ``model`` to ``probability``: the ``nn.Dropout`` modules, the float
+    attention-dropout attributes some attention classes read in forward (Llama's
+    ``attention_dropout``), and the config's ``*dropout*`` floats so a saved copy says the same."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = probability
+        for name in ("attention_dropout", "dropout_prob"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, probability)
+    config = getattr(model, "config", None)
+    for name, value in (vars(config).items() if config is not None else ()):
+        if "dropout" in name and isinstance(value, float):
+            setattr(config, name, probability)
+
+
 def is_decoder_only(config: Any) -> bool:
     """A causal LM without a masked-LM head (Llama, Qwen, GPT-2, …): BERT-likes also have causal
     heads, T5 is encoder-decoder."""
@@ -134,6 +150,9 @@ class DualEncoder(nn.Module):
         for tower in self._towers():
             if getattr(getattr(tower, "config", None), "use_cache", False):
                 tower.config.use_cache = False  # a KV cache is useless for embedding and costs memory
+        if options.dropout is not None:
+            for tower in self._towers():
+                set_dropout(tower, options.dropout)
         self._inputs = _accepted_inputs(model)
         self.gradient_checkpointing = False
         if gradient_checkpointing:
@@ -285,7 +304,7 @@ def load_student(name_or_path: str | Path, **overrides: Any) -> DualEncoder:
 
     Defaults come from the name (or the folder's sentence-transformers config, then an export's
     sidecar); ``overrides`` win: the ``StudentOptions`` fields (pooling, normalize, query_prefix,
-    passage_prefix, query_max_length, passage_max_length, projection_dim) and shared,
+    passage_prefix, query_max_length, passage_max_length, projection_dim, dropout) and shared,
     gradient_checkpointing, bf16, device. A plain decoder-only folder defaults to last-token pooling.
     """
     names = StudentOptions.names()

@@ -9,14 +9,12 @@ the per-side max lengths the Transformer's ``query_length`` / ``document_length`
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from distill.atomic import swap_folder
+from distill.atomic import atomic_folder
 from students.dual_encoder import SIDECAR, DualEncoder, load_student
 
 
@@ -28,16 +26,9 @@ def save_sentence_transformers(encoder: DualEncoder, path: str | Path) -> Path:
     path = Path(path).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # build beside the target (same file system, so the final rename is atomic)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_folder(path) as tmp:  # built beside the target, renamed into place when complete
         to_sentence_transformer(encoder).save(str(tmp), create_model_card=False)
         _dump(tmp / SIDECAR, asdict(encoder.options))
-        swap_folder(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

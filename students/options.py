@@ -15,6 +15,8 @@ class StudentOptions:
 
     ``projection_dim`` adds a bias-free linear bottleneck [hidden → projection_dim] after pooling
     and before normalisation (GTR's fixed-size head); None keeps the backbone's width.
+    ``dropout`` sets every dropout probability of the backbone (hidden and attention) when it is
+    loaded (CADET trains with 0.0); None keeps the backbone's own config.
     """
 
     pooling: Pooling = "mean"
@@ -24,6 +26,7 @@ class StudentOptions:
     query_max_length: int = 64
     passage_max_length: int = 256
     projection_dim: Optional[int] = None
+    dropout: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.pooling not in ("cls", "mean", "last"):
@@ -33,6 +36,9 @@ class StudentOptions:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.projection_dim is not None and (not isinstance(self.projection_dim, int) or self.projection_dim <= 0):
             raise ValueError(f"projection_dim must be a positive integer or null, got {self.projection_dim!r}")
+        if self.dropout is not None and (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
+                                         or not 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be a number in [0, 1) or null, got {self.dropout!r}")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

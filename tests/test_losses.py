@@ -518,3 +518,124 @@ def test_objective_config_rejects_bad_values(kwargs, message):
 def test_objective_config_accepts_defaults_and_edge_values():
     ObjectiveConfig()
     ObjectiveConfig(false_negative_ratio=1.0, kl_weight=0, contrastive_weight=1)
+
+
+# ---------------------------------------------------------------- CADET's percentile scale, entropies
+
+
+def test_percentile_normalize_hand_computed_and_clipped():
+    from distill.losses import percentile_normalize
+
+    scores = torch.tensor([[-12.0, -2.0, 3.0, 9.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    # (s − (−2)) / (8 − (−2)), clipped to [0, 1]; masked → 0
+    expected = torch.tensor([[0.0, 0.0, 0.5, 0.0]])
+    torch.testing.assert_close(percentile_normalize(scores, (-2.0, 8.0), mask), expected)
+    torch.testing.assert_close(percentile_normalize(scores, torch.tensor([-2.0, 8.0])),
+                               torch.tensor([[0.0, 0.0, 0.5, 1.0]]))
+    with pytest.raises(ValueError, match="p1 < p99"):
+        percentile_normalize(scores, (3.0, 3.0))
+
+
+def test_kl_percentile_keeps_a_poor_list_poor():
+    """One set-wide scale: a list the teacher finds uniformly poor gets a flatter target than under
+    per-list min-max (which stretches any list to [0, 1])."""
+    teacher = torch.tensor([[-9.0, -8.0, -7.5]])
+    student = torch.tensor([[0.9, 0.1, 0.2]])
+    by_hand = np.array([[-9.0, -8.0, -7.5]])
+    target = np.clip((by_hand - (-10.0)) / (5.0 - (-10.0)), 0, 1) / 0.3
+    p = np.exp(target - target.max()) / np.exp(target - target.max()).sum()
+    s = student.numpy() / 0.05
+    log_q = s - s.max() - np.log(np.exp(s - s.max()).sum())
+    expected = float((p * (np.log(p) - log_q)).sum())
+    got = listwise_kl(student, teacher, 0.05, 0.3, "percentile", percentiles=(-10.0, 5.0))
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match=r"\(p1, p99\)"):
+        listwise_kl(student, teacher, 0.05, 0.3, "percentile")
+
+
+def test_info_nce_false_negative_rule_on_the_percentile_scale():
+    """ "> r × top" on the KL target's scale: with percentile scores [1, 0, 0.9, 0.5] col 2 is masked;
+    with p99 far above the list (scores [0.4, 0, 0.36, 0.2]) still only col 2, since 0.36 > 0.6 × 0.4."""
+    q, p, _, _ = random_batch(3, 1, 4)
+    ids = [["a", "b", "c", "d"]]
+    teacher = torch.tensor([[10.0, 0.0, 9.0, 5.0]])
+    for percentiles in ((0.0, 10.0), (0.0, 25.0)):
+        kwargs = dict(temperature=0.05, false_negative_ratio=0.6, teacher_normalization="percentile",
+                      percentiles=percentiles)
+        base = info_nce(q, p, teacher, ids, **kwargs).item()
+        assert _loss_with_row_replaced(q, p, teacher, ids, 2, q[0] * 4.0, **kwargs) == pytest.approx(base, rel=1e-6)
+        assert _loss_with_row_replaced(q, p, teacher, ids, 3, q[0] * 4.0, **kwargs) != pytest.approx(base, rel=1e-6)
+    # a list wholly below p1 (all 0 on the scale, top included): nothing is dropped as a false negative
+    low = torch.tensor([[-5.0, -6.0, -5.5, -7.0]])
+    kwargs = dict(temperature=0.05, false_negative_ratio=0.6, teacher_normalization="percentile",
+                  percentiles=(0.0, 10.0))
+    base = info_nce(q, p, low, ids, **kwargs).item()
+    assert _loss_with_row_replaced(q, p, low, ids, 2, q[0] * 4.0, **kwargs) != pytest.approx(base, rel=1e-6)
+
+
+def test_objective_passes_the_percentile_scale_to_both_terms():
+    q, p, teacher, ids = random_batch(5, 3, 4)
+    objective = DistillationObjective(teacher_normalization="percentile")
+    with pytest.raises(RuntimeError, match="never set"):
+        objective(q, p, teacher, ids)
+    objective.set_percentiles(-3.0, 4.0)
+    out = objective(q, p, teacher, ids)
+    from distill.losses import list_scores
+
+    kl = listwise_kl(list_scores(q, p), teacher, 0.05, 0.3, "percentile", percentiles=(-3.0, 4.0))
+    nce = info_nce(q, p, teacher, ids, 0.01, 0.6, teacher_normalization="percentile", percentiles=(-3.0, 4.0))
+    assert out["kl"].item() == pytest.approx(kl.item(), rel=1e-6)
+    assert out["contrastive"].item() == pytest.approx(nce.item(), rel=1e-6)
+    # the chosen numbers travel in the state dict (checkpoint → resume / export)
+    restored = DistillationObjective(teacher_normalization="percentile")
+    restored.load_state_dict(objective.state_dict())
+    assert restored.percentiles == (-3.0, 4.0)
+    assert restored(q, p, teacher, ids)["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-6)
+
+
+def test_list_entropy_hand_computed_and_masked():
+    from distill.losses import list_entropy
+
+    scores = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 5.0, 5.0], [0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, True], [False, False, True, True], [False] * 4])
+    got = list_entropy(scores, 0.5, mask)
+    torch.testing.assert_close(got, torch.tensor([math.log(4), math.log(2), 0.0]))
+    p = torch.softmax(torch.tensor([1.0, 0.0]) / 0.5, dim=0)
+    assert list_entropy(torch.tensor([[1.0, 0.0]]), 0.5).item() == pytest.approx(-(p * p.log()).sum().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_match_temperature_reaches_the_target_entropy(seed):
+    """The auto student temperature: its mean list entropy equals the teacher's within 1e-3."""
+    from distill.losses import list_entropy, match_temperature, normalize_teacher
+
+    q, p, teacher, _ = random_batch(seed, 8, 10, dim=16)
+    from distill.losses import list_scores
+
+    student = list_scores(q, p)
+    mask = torch.ones(8, 10, dtype=torch.bool)
+    mask[0, 7:] = False
+    target = list_entropy(normalize_teacher(teacher, "minmax", mask), 0.3, mask).mean().item()
+    temperature = match_temperature(student, target, mask)
+    assert abs(list_entropy(student, temperature, mask).mean().item() - target) < 1e-3
+    with pytest.raises(ValueError, match="out of reach"):
+        match_temperature(torch.zeros(2, 3), 0.5)  # equal scores: entropy log 3 at every temperature
+
+
+def test_objective_auto_student_temperature_must_be_chosen_and_is_saved():
+    q, p, teacher, ids = random_batch(0, 2, 3)
+    objective = DistillationObjective(student_temperature="auto")
+    assert objective.student_temperature is None
+    with pytest.raises(RuntimeError, match="has not been chosen"):
+        objective(q, p, teacher, ids)
+    DistillationObjective(student_temperature="auto", kl_weight=0.0, contrastive_weight=1.0)(q, p, teacher, ids)
+    objective.set_student_temperature(0.02)
+    state = objective.state_dict()
+    restored = DistillationObjective(student_temperature="auto")
+    restored.load_state_dict(state)
+    assert restored.student_temperature == 0.02 and restored.kl.student_temperature == 0.02
+    with pytest.raises(ValueError, match="student_temperature must be > 0"):
+        ObjectiveConfig(student_temperature=-1.0)
+    with pytest.raises(ValueError, match="margin_mse_teacher_normalization must be one of 'none', 'minmax'"):
+        ObjectiveConfig(margin_mse_teacher_normalization="percentile")

@@ -13,6 +13,7 @@ import torch
 
 from distill.data.corpora import load_retrieval_set
 from distill.mining.queries import QueryGenerator, SyntheticQuery, build_generators, drop_eval_overlap
+from distill.mining.queries.keyphrases import KeyBERTConfig, KeyBERTGenerator, passage_span
 from distill.mining.queries.keywords import KeywordConfig, KeywordGenerator, detect_language
 from distill.mining.queries.llm import (
     DEFAULT_PROMPTS,
@@ -314,7 +315,7 @@ def test_build_generators_from_a_recipe_dict():
     assert llm.config.prompts["question"].user == DEFAULT_PROMPTS["question"].user  # merged over the default
     assert llm._model is None  # nothing loaded until the first generate
     assert build_generators({"keywords": None})[0].config == KeywordConfig()
-    with pytest.raises(ValueError, match=re.escape("unknown generator 'keyword' (known: keywords, llm)")):
+    with pytest.raises(ValueError, match=re.escape("unknown generator 'keyword' (known: keywords, keybert, llm)")):
         build_generators({"keyword": {}})
     with pytest.raises(ValueError, match=re.escape("generate.keywords: unknown key(s) langauge")):
         build_generators({"keywords": {"langauge": "en"}})
@@ -322,6 +323,60 @@ def test_build_generators_from_a_recipe_dict():
         build_generators({"keywords": {"per_passage": 0}})
     with pytest.raises(ValueError, match=re.escape("generate.llm.prompts.question: unknown key(s) sytem")):
         build_generators({"llm": {"prompts": {"question": {"sytem": "x"}}}})
+
+
+# ---------------------------------------------------------------------------------------------- keybert
+
+def test_passage_span_restores_the_passage_casing():
+    text = "A screenshot of a WeChat group chat (red-letter invoice) about tickets."
+    assert passage_span("wechat group chat", text) == "WeChat group chat"
+    assert passage_span("red-letter invoice", text) == "red-letter invoice"
+    assert passage_span("chat red", text) == "chat (red"  # any non-word gap between the words
+    assert passage_span("no such words", text) == "no such words"
+    assert passage_span("we", text) == "we"  # whole words only: not the "We" inside "WeChat"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"per_passage": 0}, "per_passage must be >= 1"),
+    ({"min_words": 3, "max_words": 2}, "min_words (3) must be <= max_words (2)"),
+    ({"diversity": 1.5}, "diversity must be in [0, 1]"),
+    ({"use_mmr": "yes"}, "use_mmr must be true or false"),
+    ({"model": ""}, "model must be a model name or folder"),
+])
+def test_keybert_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        KeyBERTConfig(**kwargs)
+
+
+def test_keybert_is_a_recipe_generator():
+    (generator,) = build_generators({"keybert": {"per_passage": 3, "use_mmr": False}})
+    assert isinstance(generator, KeyBERTGenerator) and isinstance(generator, QueryGenerator)
+    assert generator.config == KeyBERTConfig(per_passage=3, use_mmr=False)
+    assert generator._keybert is None  # nothing loaded until the first generate
+    with pytest.raises(ValueError, match=re.escape("generate.keybert: unknown key(s) top_n")):
+        build_generators({"keybert": {"top_n": 3}})
+
+
+@pytest.mark.slow  # loads the packaged all-MiniLM-L6-v2 (about 10 s alone, a minute on a busy machine)
+def test_keybert_with_the_packaged_minilm_gives_spans_without_stop_word_edges():
+    generator = KeyBERTGenerator(KeyBERTConfig(per_passage=2))  # the packaged local folder, no hub
+    queries = generator.generate(CAPTIONS)
+    by_doc: dict[str, list[str]] = {}
+    for q in queries:
+        assert q.query_type == "keybert"
+        by_doc.setdefault(q.source_id, []).append(q.query)
+    assert set(by_doc) == {doc_id for doc_id, _ in CAPTIONS}
+    for doc_id, text in CAPTIONS:
+        assert len(by_doc[doc_id]) == 2
+        for phrase in by_doc[doc_id]:
+            assert phrase in text, (phrase, text)  # a span, in the passage's own casing
+            words = phrase.split()
+            assert 1 <= len(words) <= 3
+            assert words[0].lower() not in EDGE_STOP and words[-1].lower() not in EDGE_STOP, phrase
+    assert any("meter" in p for p in by_doc["c1"]), by_doc["c1"]
+    assert any("WeChat" in p for p in by_doc["c4"]), by_doc["c4"]  # casing restored from the passage
+    # a passage alone gives the same phrases as in a batch (KeyBERT's candidates are per passage)
+    assert [q.query for q in generator.generate([CAPTIONS[1]])] == by_doc["c2"]
 
 
 # ---------------------------------------------------------------------------------------------- real model

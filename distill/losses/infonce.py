@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from distill.losses.listwise_kl import minmax_normalize, no_autocast, resolve_mask, teacher_top1
+from distill.losses.listwise_kl import Percentiles, no_autocast, normalize_teacher, resolve_mask, teacher_top1
 
 DocIds = Sequence[Sequence[str | None]] | Sequence[str | None] | Tensor
 
@@ -87,6 +87,8 @@ def info_nce(
     extra_passage_emb: Tensor | None = None,
     extra_doc_ids: DocIds | None = None,
     extra_passage_mask: Tensor | None = None,
+    teacher_normalization: str = "minmax",
+    percentiles: Percentiles | None = None,
 ) -> Tensor:
     """Cross-entropy of each query's teacher top-1 against every other passage in the batch.
 
@@ -98,13 +100,14 @@ def info_nce(
             ``None`` = no id) or an int tensor ``[B, L]`` (negative = no id).
         temperature: softmax temperature τ on the dot products (default 0.01 for normalised
             embeddings).
-        false_negative_ratio: r in (0, 1]. An own-list candidate whose teacher score is within
-            the top fraction is a likely false negative and is dropped. Because raw cross-encoder
-            logits can be negative ("> r × top" would then be meaningless), the rule is applied
-            to the per-list *min-max normalised* teacher scores: candidate j is dropped when
-            ``(t_j − min) / (max − min) > r``. The top is 1 on that scale, so this reads as
-            "> r × top". A list whose teacher scores are all equal normalises to all ones: every
-            candidate ties with the positive and all of them are dropped as false negatives.
+        false_negative_ratio: r in (0, 1]. An own-list candidate j is a likely false negative
+            and is dropped when ``n(t_j) > r × n(t_top)``, on the scale ``n`` the listwise KL
+            targets use (``teacher_normalization``): per-list min-max (the top is 1, so the rule
+            reads ``(t_j − min) / (max − min) > r``) or the list set's percentile scale. Raw
+            cross-encoder logits can be negative ("> r × top" would then be meaningless), so
+            ``"none"`` applies the rule on the min-max scale. A list whose teacher scores are all
+            equal normalises to all ones under min-max: every candidate ties with the positive and
+            all of them are dropped as false negatives.
         candidate_mask: optional ``BoolTensor[B, L]``, True for real candidates; padded ones are
             neither positives nor negatives for any query.
         extra_passage_emb: optional ``[M, D]`` further negatives, typically the other devices'
@@ -114,6 +117,9 @@ def info_nce(
             rule to reach them; ``None`` = no ids.
         extra_passage_mask: optional ``BoolTensor[M]``, True for real extra passages (the other
             devices' padding is False).
+        teacher_normalization: the scale of the false-negative rule: ``"minmax"`` (also used for
+            ``"none"``) or ``"percentile"`` (needs ``percentiles``).
+        percentiles: ``(p1, p99)`` of the training lists' teacher scores, for ``"percentile"``.
 
     Negatives of query i are: the rest of its own list, every candidate of every other list,
     and the extra passages. Excluded (logit −inf, neither positive nor negative): own-list
@@ -166,8 +172,11 @@ def info_nce(
             positive_id = ids[rows, positive_in_list]
 
             keep = torch.cat([mask.reshape(-1), extra_mask]).unsqueeze(0).expand(batch, -1).clone()
-            # Likely false negatives: own-list candidates close to the top on the min-max scale.
-            near_top_own = minmax_normalize(teacher_scores.detach(), mask) > false_negative_ratio  # [B, L]
+            # Likely false negatives: own-list candidates close to the top on the KL target's scale.
+            scale = "minmax" if teacher_normalization == "none" else teacher_normalization
+            normalized = normalize_teacher(teacher_scores.detach(), scale, mask, percentiles)  # [B, L]
+            top = normalized[rows, positive_in_list].unsqueeze(-1)
+            near_top_own = normalized > false_negative_ratio * top
             near_top = torch.zeros(batch, batch, list_size, dtype=torch.bool, device=device)
             near_top[rows, rows] = near_top_own
             keep[:, : batch * list_size] &= ~near_top.view(batch, batch * list_size)
@@ -190,10 +199,13 @@ class InfoNCELoss(nn.Module):
     candidate_mask=None, extra_passage_emb=None, extra_doc_ids=None, extra_passage_mask=None)``.
     """
 
-    def __init__(self, temperature: float = 0.01, false_negative_ratio: float = 0.6) -> None:
+    def __init__(self, temperature: float = 0.01, false_negative_ratio: float = 0.6,
+                 teacher_normalization: str = "minmax", percentiles: Percentiles | None = None) -> None:
         super().__init__()
         self.temperature = temperature
         self.false_negative_ratio = false_negative_ratio
+        self.teacher_normalization = teacher_normalization
+        self.percentiles = percentiles
 
     def forward(
         self,
@@ -217,7 +229,10 @@ class InfoNCELoss(nn.Module):
             extra_passage_emb=extra_passage_emb,
             extra_doc_ids=extra_doc_ids,
             extra_passage_mask=extra_passage_mask,
+            teacher_normalization=self.teacher_normalization,
+            percentiles=self.percentiles,
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, false_negative_ratio={self.false_negative_ratio}"
+        return (f"temperature={self.temperature}, false_negative_ratio={self.false_negative_ratio}, "
+                f"teacher_normalization={self.teacher_normalization!r}")

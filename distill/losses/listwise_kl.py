@@ -16,12 +16,17 @@ Imports only torch (see DESIGN.md).
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-TEACHER_NORMALIZATIONS = ("none", "minmax")
+TEACHER_NORMALIZATIONS = ("none", "minmax", "percentile")
+
+# (p1, p99) of every teacher score of the training lists, for ``teacher_normalization="percentile"``
+Percentiles = Sequence[float] | Tensor
 
 
 def no_autocast(device: torch.device):
@@ -63,6 +68,101 @@ def minmax_normalize(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     return normalized.masked_fill(~mask, 0.0)
 
 
+def percentile_normalize(scores: Tensor, percentiles: Percentiles, mask: Tensor | None = None) -> Tensor:
+    """CADET's teacher scale: ``(s − p1) / (p99 − p1)`` clipped to [0, 1], for ``scores[B, L]``.
+
+    Unlike :func:`minmax_normalize` the scale is one for the whole list set (p1 / p99 are the 1st
+    and 99th percentiles of every teacher score of the training lists), so a list the teacher finds
+    uniformly poor keeps low targets instead of being stretched to [0, 1]. Masked entries get 0.
+    Computed in float32.
+    """
+    p1, p99 = _check_percentiles(percentiles)
+    scores = scores.float()
+    mask = resolve_mask(mask, scores.shape, scores.device)
+    normalized = ((scores - p1) / (p99 - p1)).clamp(0.0, 1.0)
+    return normalized.masked_fill(~mask, 0.0)
+
+
+def _check_percentiles(percentiles: Percentiles | None) -> tuple[float, float]:
+    if percentiles is None:
+        raise ValueError("teacher_normalization='percentile' needs the training lists' (p1, p99) teacher scores")
+    values = [float(v) for v in (percentiles.tolist() if isinstance(percentiles, Tensor) else percentiles)]
+    if len(values) != 2 or not all(math.isfinite(v) for v in values) or values[1] <= values[0]:
+        raise ValueError(f"percentiles must be two finite numbers p1 < p99, got {values}")
+    return values[0], values[1]
+
+
+def normalize_teacher(
+    teacher_scores: Tensor, normalization: str, mask: Tensor | None = None, percentiles: Percentiles | None = None
+) -> Tensor:
+    """``teacher_scores[B, L]`` on the scale the losses use: ``"none"`` (raw, float32), ``"minmax"``
+    (per list, :func:`minmax_normalize`) or ``"percentile"`` (whole list set, :func:`percentile_normalize`).
+    Masked entries get 0."""
+    if normalization not in TEACHER_NORMALIZATIONS:
+        raise ValueError(f"teacher_normalization must be one of {TEACHER_NORMALIZATIONS}, got {normalization!r}")
+    mask = resolve_mask(mask, teacher_scores.shape, teacher_scores.device)
+    if normalization == "minmax":
+        return minmax_normalize(teacher_scores, mask)
+    if normalization == "percentile":
+        return percentile_normalize(teacher_scores, percentiles, mask)
+    return teacher_scores.float().masked_fill(~mask, 0.0)
+
+
+def list_entropy(scores: Tensor, temperature: float, mask: Tensor | None = None) -> Tensor:
+    """Entropy (nats) ``[B]`` of ``softmax(scores / temperature)`` over each list's unmasked entries.
+
+    A list with no unmasked entry has entropy 0. Computed in float32 without gradients.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    with torch.no_grad():
+        mask = resolve_mask(mask, scores.shape, scores.device)
+        logits = (scores.float() / temperature).masked_fill(~mask, float("-inf"))
+        log_p = F.log_softmax(logits.masked_fill(~mask.any(-1, keepdim=True), 0.0), dim=-1)
+        entropy = -(log_p.exp() * log_p.masked_fill(~mask, 0.0)).sum(dim=-1)
+        return entropy * mask.any(dim=-1)
+
+
+def match_temperature(
+    scores: Tensor,
+    target_entropy: float,
+    mask: Tensor | None = None,
+    low: float = 1e-4,
+    high: float = 1e2,
+    tolerance: float = 1e-6,
+) -> float:
+    """The temperature T at which the mean :func:`list_entropy` of ``scores[B, L]`` equals ``target_entropy``.
+
+    Bisection on log T (the entropy of ``softmax(s / T)`` grows monotonically with T) over
+    ``[low, high]`` until the mean entropy is within ``tolerance`` nats of the target. Used to pick
+    the student's temperature so its list distributions start as peaked as the teacher's.
+    Raises ``ValueError`` when the target is out of reach in that range (e.g. lists of equal scores).
+    """
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < low < high, got low={low}, high={high}")
+
+    def mean_entropy(temperature: float) -> float:
+        return list_entropy(scores, temperature, mask).mean().item()
+
+    at_low, at_high = mean_entropy(low), mean_entropy(high)
+    if not at_low - tolerance <= target_entropy <= at_high + tolerance:
+        raise ValueError(
+            f"target entropy {target_entropy:.4f} is out of reach: the mean list entropy is {at_low:.4f} at "
+            f"T={low:g} and {at_high:.4f} at T={high:g}"
+        )
+    log_low, log_high = math.log(low), math.log(high)
+    for _ in range(200):
+        middle = (log_low + log_high) / 2
+        value = mean_entropy(math.exp(middle))
+        if abs(value - target_entropy) <= tolerance:
+            break
+        if value < target_entropy:
+            log_low = middle
+        else:
+            log_high = middle
+    return math.exp(middle)
+
+
 def teacher_top1(teacher_scores: Tensor, mask: Tensor | None = None) -> Tensor:
     """Index ``[B]`` of each list's best unmasked candidate (first one on ties).
 
@@ -100,6 +200,7 @@ def listwise_kl(
     teacher_temperature: float = 0.3,
     teacher_normalization: str = "minmax",
     mask: Tensor | None = None,
+    percentiles: Percentiles | None = None,
 ) -> Tensor:
     """KL(softmax(teacher / T_t) ‖ softmax(student / T_s)) per list, mean over lists.
 
@@ -113,10 +214,13 @@ def listwise_kl(
             are first min-max normalised to [0, 1] (a list of equal scores becomes uniform). With
             ``"none"`` the raw logits are divided by T_t directly — on ms-marco cross-encoder
             logits spanning about −10..+4 that makes the target almost one-hot.
-        teacher_normalization: ``"minmax"`` or ``"none"``.
+        teacher_normalization: ``"minmax"``, ``"none"`` or ``"percentile"`` (CADET's: one scale
+            for all lists, ``(s − p1) / (p99 − p1)`` clipped to [0, 1]; see :func:`percentile_normalize`).
         mask: optional ``BoolTensor[B, L]``, True for real candidates. Padded candidates get zero
             probability on both sides and contribute nothing, so the loss of a padded list equals
             the loss of the shorter list. Lists with no real candidate are left out of the mean.
+        percentiles: ``(p1, p99)`` of the training lists' teacher scores (floats or a Tensor[2]);
+            required by ``"percentile"``, ignored otherwise.
 
     Returns:
         A float32 scalar: the summed KL of each list averaged over the (non-empty) lists,
@@ -142,10 +246,7 @@ def listwise_kl(
         # An empty list is computed as if it were full (no -inf-only rows) and then dropped.
         compute_mask = mask | ~nonempty.unsqueeze(-1)
 
-        teacher = teacher_scores.float()
-        if teacher_normalization == "minmax":
-            teacher = minmax_normalize(teacher, compute_mask)
-        teacher = teacher.masked_fill(~compute_mask, 0.0)
+        teacher = normalize_teacher(teacher_scores, teacher_normalization, compute_mask, percentiles)
         student = student_scores.float().masked_fill(~compute_mask, 0.0)
 
         neg_inf = float("-inf")
@@ -170,11 +271,13 @@ class ListwiseKLLoss(nn.Module):
         student_temperature: float = 0.05,
         teacher_temperature: float = 0.3,
         teacher_normalization: str = "minmax",
+        percentiles: Percentiles | None = None,
     ) -> None:
         super().__init__()
         self.student_temperature = student_temperature
         self.teacher_temperature = teacher_temperature
         self.teacher_normalization = teacher_normalization
+        self.percentiles = percentiles
 
     def forward(self, student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None = None) -> Tensor:
         return listwise_kl(
@@ -184,6 +287,7 @@ class ListwiseKLLoss(nn.Module):
             teacher_temperature=self.teacher_temperature,
             teacher_normalization=self.teacher_normalization,
             mask=mask,
+            percentiles=self.percentiles,
         )
 
     def extra_repr(self) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.mining.mine import MineConfig, mine
+from distill.mining.mine import MineConfig
+from distill.mining.mine import mine as _mine_here
 from distill.mining.queries.keywords import KeywordConfig
 from distill.mining.settings import read_recipe
 from distill.mining.transfer import TransferConfig, transfer
@@ -27,9 +28,19 @@ def load_recipe(path: str | Path) -> Recipe:
     return MineConfig.from_dict(raw, where=str(path))
 
 
-def run_recipe(path: str | Path, output: str | Path | None = None) -> Path:
+def run_recipe(path: str | Path, output: str | Path | None = None, *, devices: int | None = None,
+               num_nodes: int = 1, mine_with=None) -> Path:
     """Run the mining recipe at ``path`` (its ``output:`` replaced by ``output`` when given);
-    returns the folder of lists written."""
+    returns the folder of lists written.
+
+    ``devices`` × ``num_nodes`` > 1, or a torchrun / SLURM launch, mines on many processes
+    (``mining/distributed.py``, which calls back here on every rank with ``mine_with``)."""
+    from distill.mining import distributed
+
+    if mine_with is None and distributed.wanted(devices, num_nodes):
+        load_recipe(path)  # a malformed recipe fails here, once, not in every spawned process
+        return distributed.launch(path, output, devices, num_nodes)
+    mine = mine_with or _mine_here
     config = load_recipe(path)
     if output is not None:
         config.output = str(output)
@@ -46,4 +57,6 @@ def run_recipe(path: str | Path, output: str | Path | None = None) -> Path:
                                        f"{config.source}: queries.generate.keywords")
     if mine_source:
         mine(source)
+    if not distributed.is_main_rank():
+        return Path(config.output)  # rank 0 alone transfers
     return transfer(config, source.output, keywords)

@@ -1,5 +1,6 @@
-"""Callbacks: evaluation-set monitoring (never selects a checkpoint), the final student export, and
-training speed as metrics and progress lines (``PublishStudent`` sits in ``publish_callback.py``)."""
+"""Callbacks: evaluation-set monitoring (never selects a checkpoint), early stopping on the dev lists,
+the final student export, and training speed as metrics and progress lines (``PublishStudent`` sits in
+``publish_callback.py``)."""
 from __future__ import annotations
 
 import time
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from distill.atomic import write_json_atomic
 from distill.evaluation.evaluate import evaluate_encoder
@@ -47,6 +48,41 @@ class RetrievalMonitor(Callback):
                                  "never select checkpoints or stop a run; monitor a dev/ metric")
 
 
+class DevEarlyStopping(EarlyStopping):
+    """Lightning's EarlyStopping on a dev-list metric (default ``dev/kl``), checked after each
+    validation; off unless ``patience`` is a positive number of validations without improvement.
+
+    Only ``dev/`` keys may be monitored: the dev lists are held-out training lists, whereas the
+    evaluation sets (``monitor/``) must never steer a run.
+    """
+
+    def __init__(self, monitor: str = "dev/kl", patience: int | None = None, mode: str = "min",
+                 min_delta: float = 0.0, check_finite: bool = True, verbose: bool = False):
+        if not str(monitor).startswith("dev/"):
+            raise ValueError(f"early_stopping.monitor: {monitor!r} is not a dev-list metric (dev/...); "
+                             "evaluation-set metrics must never stop a run")
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 0):
+            raise ValueError(f"early_stopping.patience must be a non-negative integer or null, got {patience!r}")
+        self.enabled = bool(patience)
+        self.stopped_at_step: int | None = None
+        super().__init__(monitor=monitor, patience=patience or 0, mode=mode, min_delta=min_delta,
+                         check_finite=check_finite, verbose=verbose, check_on_train_epoch_end=False)
+
+    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+        stopping = trainer.should_stop
+        super()._run_early_stopping_check(trainer)
+        if trainer.should_stop and not stopping and self.stopped_at_step is None:
+            self.stopped_at_step = trainer.global_step
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.enabled:
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.enabled:
+            super().on_train_epoch_end(trainer, pl_module)
+
+
 class ExportStudent(Callback):
     """At the end of fit: the selected (best dev) student → ``<default_root_dir>/student`` as a
     sentence-transformers folder, with its evaluation-set metrics in ``student/metrics.json``."""
@@ -65,11 +101,14 @@ class ExportStudent(Callback):
         from students import save_sentence_transformers
 
         selected = "last"
+        end = {"global_step": trainer.global_step, "epoch": trainer.current_epoch}
+        at = dict(end)  # where the exported weights come from
         ckpt = next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
         if ckpt is not None and ckpt.best_model_path and Path(ckpt.best_model_path).is_file():
-            state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
-            pl_module.load_state_dict(state)
+            saved = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)
+            pl_module.load_state_dict(saved["state_dict"])
             selected = ckpt.best_model_path
+            at = {"global_step": saved.get("global_step"), "epoch": saved.get("epoch")}
         best = ckpt.best_model_score if ckpt is not None else None
         if best is not None and not torch.isfinite(best):
             raise RuntimeError(f"{selected}: selected on {ckpt.monitor} = {float(best)}, not a finite score; "
@@ -82,7 +121,13 @@ class ExportStudent(Callback):
         save_sentence_transformers(pl_module.student, out)
         metrics = {"selected_checkpoint": selected, "monitor": ckpt.monitor if ckpt else None,
                    "best_score": float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None,
+                   "selected": at, "end_of_training": end,
+                   "stopped_early_at_step": next((cb.stopped_at_step for cb in trainer.callbacks
+                                                  if getattr(cb, "stopped_at_step", None) is not None), None),
                    "evaluation": {}}
+        objective = getattr(pl_module, "objective", None)
+        if objective is not None and hasattr(objective, "get_extra_state"):
+            metrics["objective"] = objective.get_extra_state()  # percentiles / auto temperature trained with
         for name in self.datasets:
             report = evaluate_encoder(pl_module.student, name, self.split, batch_size=self.batch_size,
                                       precision=self.precision)

@@ -5,7 +5,7 @@ Defaults that make a recipe safe to run as it is: checkpoints selected on the he
 ``--ckpt_path last``), precision bf16-mixed where the hardware has bf16 units and 32-true elsewhere.
 The project's callbacks are ordinary LightningCLI callback groups (``add_lightning_class_args``),
 so a recipe configures them like any other key: ``checkpoint.every_n_train_steps``,
-``evaluation.datasets``.
+``evaluation.datasets``, ``early_stopping.patience``.
 
 Training never mines: when ``data.lists`` is missing, the driver runs ``data.mine_config``
 (``distill.mining.recipe.run_recipe``) before any model is built.
@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from distill.hardware import lightning_precision
-from distill.training.callbacks import ExportStudent, ProgressLines, RetrievalMonitor
+from distill.training.callbacks import DevEarlyStopping, ExportStudent, ProgressLines, RetrievalMonitor
 from distill.training.datamodule import ListsDataModule
 from distill.training.module import DistillationModule
 from distill.training.publish_callback import PublishStudent
@@ -41,6 +41,8 @@ class DistillCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "selection")
         # resumption: `last.ckpt` every few steps, whatever the dev score
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # early stopping on a dev-list metric (default dev/kl); off until early_stopping.patience is set
+        parser.add_lightning_class_args(DevEarlyStopping, "early_stopping")
         # evaluation sets: monitored while training (never select a checkpoint), reported at the end
         parser.add_lightning_class_args(RetrievalMonitor, "evaluation")
         parser.add_lightning_class_args(ExportStudent, "export")

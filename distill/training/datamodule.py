@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -98,6 +99,24 @@ class EpochSampler(Sampler[int]):
         return self.size
 
 
+def top_scores(rows: list[dict], list_size: int) -> np.ndarray:
+    """Each list's best teacher score among its first ``list_size`` candidates (NaN when it has none)."""
+    tops = [max((c["teacher_score"] for c in row["candidates"][:list_size] if c["teacher_score"] is not None),
+                default=math.nan) for row in rows]
+    return np.asarray(tops, dtype=np.float64)
+
+
+def score_percentiles(rows: list[dict], list_size: int, low: float = 1.0, high: float = 99.0) -> tuple[float, float] | None:
+    """(p_low, p_high) of every teacher score of ``rows``' first ``list_size`` candidates (CADET's
+    normalisation range); None when the lists carry no scores or all scores are equal."""
+    scores = np.asarray([c["teacher_score"] for row in rows for c in row["candidates"][:list_size]
+                         if c["teacher_score"] is not None], dtype=np.float64)
+    if scores.size == 0:
+        return None
+    p_low, p_high = (float(v) for v in np.percentile(scores, [low, high]))
+    return (p_low, p_high) if p_high > p_low else None
+
+
 class ListsDataModule(L.LightningDataModule):
     """Mined lists, split by query into train and a seeded held-out dev part.
 
@@ -108,19 +127,33 @@ class ListsDataModule(L.LightningDataModule):
         list_size: candidates per list (CADET: 20).
         batch_size: lists per optimiser step on each device.
         dev_fraction: share of queries held out for checkpoint selection (never the test sets).
+        seed: the order in which training lists are visited (a function of seed and epoch).
+        split_seed: which queries are held out as dev lists. Separate from ``seed`` so seeds of an
+            ablation vary the order, not the lists trained on; 0 is the split every recipe used so far.
         max_lists: cap on training lists (quick runs).
+        min_top_score_percentile: drop training lists whose top teacher score is below this
+            percentile (0-100) of all training lists' top scores (CADET drops lists the teacher finds
+            no good passage in); the dev lists are kept whole. None keeps every list.
+
+    After ``setup``, ``score_percentiles`` is the (p1, p99) of every teacher score of the training
+    lists (their first ``list_size`` candidates), for ``teacher_normalization: percentile``.
     """
 
     def __init__(self, lists: str, mine_config: str | None = None, list_size: int = 20, batch_size: int = 16,
-                 dev_fraction: float = 0.1, seed: int = 0, num_workers: int = 0, max_lists: int | None = None):
+                 dev_fraction: float = 0.1, seed: int = 0, split_seed: int = 0, num_workers: int = 0,
+                 max_lists: int | None = None, min_top_score_percentile: float | None = None):
         super().__init__()
         if list_size < 2:
             raise ValueError(f"list_size must be >= 2, got {list_size}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if min_top_score_percentile is not None and not 0 <= min_top_score_percentile <= 100:
+            raise ValueError(f"min_top_score_percentile must be in [0, 100] or null, got {min_top_score_percentile}")
         self.lists, self.mine_config = lists, mine_config
         self.list_size, self.batch_size = list_size, batch_size
         self.dev_fraction, self.seed, self.num_workers, self.max_lists = dev_fraction, seed, num_workers, max_lists
+        self.split_seed, self.min_top_score_percentile = split_seed, min_top_score_percentile
+        self.score_percentiles: tuple[float, float] | None = None
         self.train_rows: list[dict] = []
         self.dev_rows: list[dict] = []
         self._sampler: EpochSampler | None = None
@@ -154,12 +187,29 @@ class ListsDataModule(L.LightningDataModule):
         if self.train_rows:
             return
         ds = load_lists(self.lists)
-        train, dev = split_by_query(ds, self.dev_fraction, self.seed)
+        train, dev = split_by_query(ds, self.dev_fraction, self.split_seed)
         if self.max_lists is not None:
             train = train.select(range(min(self.max_lists, len(train))))
         if len(train) == 0:
             raise ValueError(f"{self.lists}: no training lists left after the dev split")
-        self.train_rows, self.dev_rows = train.to_list(), dev.to_list()
+        train_rows = train.to_list()
+        if self.min_top_score_percentile is not None:
+            train_rows = self._drop_low_top_lists(train_rows)
+        self.train_rows, self.dev_rows = train_rows, dev.to_list()
+        self.score_percentiles = score_percentiles(self.train_rows, self.list_size)
+
+    def _drop_low_top_lists(self, rows: list[dict]) -> list[dict]:
+        tops = top_scores(rows, self.list_size)
+        if np.isnan(tops).any():
+            raise ValueError(f"{self.lists}: data.min_top_score_percentile needs teacher scores, but "
+                             f"{int(np.isnan(tops).sum())} training lists have none (query {rows[int(np.argmax(np.isnan(tops)))]['query_id']})")
+        threshold = float(np.percentile(tops, self.min_top_score_percentile))
+        kept = [row for row, top in zip(rows, tops) if top >= threshold]
+        if self.trainer is None or self.trainer.is_global_zero:
+            print(f"data: dropped {len(rows) - len(kept)} of {len(rows)} training lists whose top teacher score is "
+                  f"below {threshold:.4f} (percentile {self.min_top_score_percentile:g} of the lists' top scores)",
+                  flush=True)
+        return kept
 
     def _collate(self):
         return functools.partial(collate_lists, list_size=self.list_size)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
-from distill.losses import DistillationObjective, ObjectiveConfig, list_scores
+from distill.losses import (DistillationObjective, ObjectiveConfig, list_entropy, list_scores, match_temperature,
+                            normalize_teacher)
 from distill.training.buckets import encode_in_buckets, length_order, take_rows, trim_padding
-from distill.training.datamodule import ListBatch
+from distill.training.datamodule import ListBatch, collate_lists
 from distill.training.distributed import gather_other_ranks, gather_other_ranks_objects
 from distill.training.gradcache import GradCache
 from distill.training.metrics import dev_list_metrics
@@ -39,12 +40,24 @@ class OptimizerConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float | None = 1.0
+    min_lr_ratio: float = 0.0  # the linear decay ends at min_lr_ratio × lr (CADET: 0.1)
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"optimizer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"optimizer.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+    def lr_factor(self, step: int, total: int) -> float:
+        """Multiplier of ``lr`` at optimiser step ``step`` of ``total``: linear warm-up over
+        ``warmup_ratio × total`` steps, then linear decay from 1 to ``min_lr_ratio`` at ``total``."""
+        warmup = int(self.warmup_ratio * total)
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        remaining = max(0.0, (total - step) / max(1, total - warmup))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * remaining
 
 
 class DistillationModule(L.LightningModule):
@@ -53,8 +66,10 @@ class DistillationModule(L.LightningModule):
     Args:
         student: the dual encoder to train.
         teacher: the frozen cross-encoder (used only for lists without scores; None forbids that).
-        objective: loss weights and temperatures (KL-only / InfoNCE-only are weights at 0).
-        optimizer: AdamW with linear warm-up then linear decay, gradient clipping.
+        objective: loss weights and temperatures (KL-only / InfoNCE-only are weights at 0). Values
+            read from the training data — the teacher scores' (p1, p99) for ``percentile`` and an
+            ``auto`` student temperature — are set at setup / fit start and kept in the checkpoint.
+        optimizer: AdamW with linear warm-up then linear decay (to ``min_lr_ratio × lr``), gradient clipping.
         chunk_size: GradCache chunk (sequences per encoder pass); None encodes the batch at once.
         bucket_size: sequences per length-sorted group, each padded only to its own longest (about
             half of a step's compute is padding otherwise); None pads the whole batch to its longest.
@@ -115,10 +130,74 @@ class DistillationModule(L.LightningModule):
             checkpoint["rng_cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # checkpoints written before the objective kept state: load with the values set at setup
+        checkpoint.get("state_dict", {}).setdefault("objective._extra_state", self.objective.get_extra_state())
         if "rng_cpu" in checkpoint:
             torch.set_rng_state(checkpoint["rng_cpu"])
         if "rng_cuda" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
+
+    # ---- values read from the training data ------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # the checkpoint (restored after setup) overrides these on resume with the same numbers
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        percentiles = getattr(datamodule, "score_percentiles", None)
+        if self.objective.percentiles is None and percentiles is not None:
+            self.objective.set_percentiles(*percentiles)
+        if self.objective.config.teacher_normalization == "percentile" and self.objective.percentiles is None:
+            raise ValueError("model.objective.teacher_normalization: percentile needs teacher scores in the training "
+                             "lists (their p1 / p99); these lists carry none")
+
+    def on_fit_start(self) -> None:
+        """Entropies of the student's and the teacher's list distributions on the first training lists
+        (``init/student_entropy``, ``init/teacher_entropy``), and the ``auto`` student temperature."""
+        config = self.objective.config
+        chosen = self.objective.student_temperature
+        if chosen is not None and self.trainer.ckpt_path:
+            return  # a resumed run: measured (and chosen) when it started
+        rows = getattr(getattr(self.trainer, "datamodule", None), "train_rows", None)
+        if not rows:
+            if chosen is None:
+                raise ValueError("model.objective.student_temperature: auto needs the datamodule's training lists")
+            return
+        student, teacher, mask = self._first_lists(rows[:config.entropy_lists])
+        target = list_entropy(teacher, config.teacher_temperature, mask).mean().item()
+        if chosen is None:
+            chosen = match_temperature(student, target, mask)
+            chosen = float(self.trainer.strategy.broadcast(chosen, src=0))
+            self.objective.set_student_temperature(chosen)
+        measured = list_entropy(student, chosen, mask).mean().item()
+        values = {"init/student_entropy": measured, "init/teacher_entropy": target, "init/student_temperature": chosen}
+        for logger in self.loggers:
+            logger.log_metrics(values, step=0)
+        if self.trainer.is_global_zero:
+            uniform = torch.log(mask.sum(-1).float()).mean().item()
+            print(f"init: over {len(mask)} training lists, student entropy {measured:.4f} nats at T_s={chosen:.4g}"
+                  f"{' (auto)' if config.student_temperature == 'auto' else ''}, teacher entropy {target:.4f} at "
+                  f"T_t={config.teacher_temperature:g} ({config.teacher_normalization}), uniform {uniform:.4f}",
+                  flush=True)
+
+    @torch.no_grad()
+    def _first_lists(self, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Student scores, teacher scores on the KL's scale, and the mask, ``[N, L]`` each, for ``rows``
+        (dropout off: a measurement, not a training step)."""
+        size = self.trainer.datamodule.list_size
+        was_training = self.student.training
+        self.student.eval()
+        students, teachers, masks = [], [], []
+        try:
+            for start in range(0, len(rows), 64):
+                batch = collate_lists(rows[start:start + 64], size).to(self.device)
+                scores = self.fill_teacher_scores(batch)
+                q = self._encode(self.student.tokenize_queries(batch.queries), "query")
+                p = self._encode(self.student.tokenize_passages(batch.passages), "passage")
+                students.append(list_scores(q.float(), p.float()))
+                teachers.append(normalize_teacher(scores, self.objective.config.teacher_normalization, batch.mask,
+                                                  self.objective.percentiles))
+                masks.append(batch.mask)
+        finally:
+            self.student.train(was_training)
+        return torch.cat(students), torch.cat(teachers), torch.cat(masks)
 
     def on_train_epoch_start(self) -> None:
         self.student.train()  # fine-tuning wants dropout on, whatever ran before (export, monitoring)
@@ -193,7 +272,7 @@ class DistillationModule(L.LightningModule):
         student = list_scores(q.float(), p.float())
         size = len(batch)
         # the objective's own KL term, with the temperatures and normalisation the run trains with
-        self.log("dev/kl", self.objective.kl(student, scores, batch.mask), prog_bar=True, batch_size=size,
+        self.log("dev/kl", self.objective.kl_term(student, scores, batch.mask), prog_bar=True, batch_size=size,
                  sync_dist=True)
         metrics = dev_list_metrics(student, scores, batch.mask)
         if metrics:
@@ -211,14 +290,7 @@ class DistillationModule(L.LightningModule):
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(cfg.warmup_ratio * total)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: cfg.lr_factor(step, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):

@@ -5,6 +5,9 @@ Two kinds of generator share one protocol, ``generate([(doc_id, text), ...]) -> 
 * ``keywords`` (:mod:`.keywords`) — an offline extractor of short entity/event phrases, the shape of
   CapRetrieval's own queries ("gas meter", "WeChat feature update", "燃气表"); always spans of the
   passage, deterministic.
+* ``keybert`` (:mod:`.keyphrases`) — English keyphrases ranked by KeyBERT (a maintained library)
+  with the packaged all-MiniLM-L6-v2; spans of the passage, query type ``keybert``. Beside the
+  hand-written ``keywords`` chunker so an ablation arm can compare the two.
 * ``llm`` (:mod:`.llm`) — ``question`` / ``claim`` / ``title`` queries (the CADET query types,
   Tamber et al. 2025) from any causal LM through ``transformers`` generation.
 
@@ -98,12 +101,12 @@ def _config_from_dict(cls, raw: Mapping[str, Any] | None, where: str):
 # --------------------------------------------------------------------------------------------------
 # recipes
 
-GENERATORS = ("keywords", "llm")
+GENERATORS = ("keywords", "keybert", "llm")
 
 
 def build_generators(spec: Mapping[str, Any] | None) -> list[QueryGenerator]:
     """Generators from a recipe's ``queries.generate`` mapping, in its order, e.g.
-    ``{"keywords": {"language": "en", "per_passage": 2}, "llm": {"types": ["question"]}}``.
+    ``{"keywords": {"language": "en", "per_passage": 2}, "keybert": {}, "llm": {"types": ["question"]}}``.
     A generator given as ``null`` / ``{}`` uses its defaults."""
     if spec is None:
         return []
@@ -117,6 +120,10 @@ def build_generators(spec: Mapping[str, Any] | None) -> list[QueryGenerator]:
             from distill.mining.queries.keywords import KeywordConfig, KeywordGenerator
 
             generators.append(KeywordGenerator(KeywordConfig.from_dict(options, "generate.keywords")))
+        elif name == "keybert":
+            from distill.mining.queries.keyphrases import KeyBERTConfig, KeyBERTGenerator
+
+            generators.append(KeyBERTGenerator(KeyBERTConfig.from_dict(options, "generate.keybert")))
         elif name == "llm":
             from distill.mining.queries.llm import LLMConfig, LLMGenerator
 
