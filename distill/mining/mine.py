@@ -22,11 +22,7 @@ from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, lo
 from distill.data.lists import lists_from_rows, save_lists
 from distill.mining.queries import SyntheticQuery, build_generators, drop_eval_overlap
 from distill.mining.settings import check_keys, check_value, section
-<<<<<<< HEAD
-from distill.mining.stats import count, summary
-=======
 from distill.mining.stats import count, query_type_table, summary
->>>>>>> integ
 from distill.retrieval import as_searched, build_retriever
 from distill.retrieval.fusion import reciprocal_rank_fusion
 from teachers.spec import TeacherSpec
