@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import string
@@ -55,3 +56,64 @@ def make_lists(path: Path, n_queries: int = 24, list_size: int = 4, seed: int = 
                      "source_id": "", "candidates": cands})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+# ---- tiny cross-encoders (teachers) ----------------------------------------------------------
+
+CE_WORDS = (
+    "the a of to in is and for on with how many people live berlin city museum art york new population "
+    "cat dog sat mat river bank money water tree house car road gym school wechat update policy image shows"
+).split()
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def _tokenizer(folder):
+    from transformers import BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(SPECIALS + CE_WORDS + list("abcdefghijklmnopqrstuvwxyz")) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=128)
+
+
+def _config(num_labels=1):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=len(SPECIALS) + len(CE_WORDS) + 26, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=37, max_position_embeddings=128, num_labels=num_labels,
+        initializer_range=0.3,  # wide weights: scores that differ clearly between pairs
+    )
+
+
+def make_cross_encoder(folder, num_labels=1, seed=0, model_cls=None):
+    """Save a random tiny BERT (+ tokenizer) to ``folder``; returns the model in eval mode."""
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer(folder)
+    model = (model_cls or BertForSequenceClassification)(_config(num_labels)).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model
+
+
+def random_pairs(n, seed=0):
+    rng = random.Random(seed)
+    queries = [" ".join(rng.choices(CE_WORDS, k=rng.randint(1, 6))) for _ in range(n)]
+    passages = [" ".join(rng.choices(CE_WORDS, k=rng.randint(1, 40))) for _ in range(n)]
+    return queries, passages
+
+
+def export_onnx(model, folder, tokenizer_from):
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = torch.randint(5, 20, (2, 9))
+    inputs = (ids, torch.ones_like(ids), torch.zeros_like(ids))
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    with torch.no_grad():
+        torch.onnx.export(model, inputs, str(folder / "model.onnx"), input_names=names, output_names=["logits"],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    for file in tokenizer_from.glob("*"):
+        if folder != tokenizer_from and file.name.startswith(("vocab", "tokenizer", "special_tokens")):
+            shutil.copy(file, folder / file.name)

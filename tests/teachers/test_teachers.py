@@ -17,50 +17,7 @@ from teachers.base import Teacher
 from teachers.hf import HFTeacher
 from teachers.onnx import OnnxTeacher
 
-WORDS = (
-    "the a of to in is and for on with how many people live berlin city museum art york new population "
-    "cat dog sat mat river bank money water tree house car road gym school wechat update policy image shows"
-).split()
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def _tokenizer(folder):
-    from transformers import BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(SPECIALS + WORDS + list("abcdefghijklmnopqrstuvwxyz")) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=128)
-
-
-def _config(num_labels=1):
-    from transformers import BertConfig
-
-    return BertConfig(
-        vocab_size=len(SPECIALS) + len(WORDS) + 26, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=37, max_position_embeddings=128, num_labels=num_labels,
-        initializer_range=0.3,  # wide weights: scores that differ clearly between pairs
-    )
-
-
-def make_cross_encoder(folder, num_labels=1, seed=0, model_cls=None):
-    """Save a random tiny BERT (+ tokenizer) to ``folder``; returns the model in eval mode."""
-    from transformers import BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    tokenizer = _tokenizer(folder)
-    model = (model_cls or BertForSequenceClassification)(_config(num_labels)).eval()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return model
-
-
-def random_pairs(n, seed=0):
-    rng = random.Random(seed)
-    queries = [" ".join(rng.choices(WORDS, k=rng.randint(1, 6))) for _ in range(n)]
-    passages = [" ".join(rng.choices(WORDS, k=rng.randint(1, 40))) for _ in range(n)]
-    return queries, passages
-
+from factories import CE_WORDS as WORDS, export_onnx as _export_onnx, make_cross_encoder, random_pairs  # noqa: F401
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -211,21 +168,6 @@ def test_progress_bar_and_unknown_names(tiny, capsys):
         load_teacher("no-such-model")
     with pytest.raises(ValueError, match="not a cross-encoder"):
         load_teacher("all-MiniLM-L6-v2")
-
-
-def _export_onnx(model, folder, tokenizer_from):
-    pytest.importorskip("onnx", reason="torch.onnx.export needs the onnx package (a dev dependency)")
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = torch.randint(5, 20, (2, 9))
-    inputs = (ids, torch.ones_like(ids), torch.zeros_like(ids))
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
-    with torch.no_grad():
-        torch.onnx.export(model, inputs, str(folder / "model.onnx"), input_names=names, output_names=["logits"],
-                          dynamic_axes=axes, opset_version=17, dynamo=False)
-    for file in tokenizer_from.glob("*"):
-        if folder != tokenizer_from and file.name.startswith(("vocab", "tokenizer", "special_tokens")):
-            shutil.copy(file, folder / file.name)
 
 
 @pytest.mark.filterwarnings("ignore")  # the legacy exporter's deprecation and tracer warnings

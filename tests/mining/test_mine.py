@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from factories import make_tiny_bert
-from test_teachers import make_cross_encoder
+from factories import make_cross_encoder
 
 from distill.data.corpora import DataError
 from distill.data.lists import load_lists

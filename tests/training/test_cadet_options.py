@@ -23,7 +23,7 @@ from distill.training.callbacks import DevEarlyStopping
 from distill.training.datamodule import ListsDataModule
 from distill.training.module import DistillationModule, OptimizerConfig, StudentConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

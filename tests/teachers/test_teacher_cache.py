@@ -17,7 +17,7 @@ import torch
 from teachers.base import Teacher
 from teachers.cache import CachedTeacher
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class CountingTeacher(Teacher):
@@ -107,7 +107,7 @@ def test_errors_are_not_cached(tmp_path):
 
 def test_load_teacher_cache_option(tmp_path):
     pytest.importorskip("transformers")
-    from test_teachers import make_cross_encoder, random_pairs
+    from factories import make_cross_encoder, random_pairs
     from teachers import load_teacher
 
     make_cross_encoder(tmp_path / "model")
