@@ -12,7 +12,7 @@ from distill.training.cli import resolve_fit_config
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted(p for p in ROOT.glob("recipes/*/*.yaml")
-                 if p.parent.name != "mine" and p.name not in ("base.yaml", "ablation.yaml", "ddp.yaml"))
+                 if p.parent.name != "mine" and p.name not in ("base.yaml", "ablation.yaml", "ddp.yaml", "gtr-projection.yaml"))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -52,6 +52,17 @@ def test_a_method_file_overrides_only_what_it_names(method, monkeypatch):
     assert merged["model"]["objective"]["teacher_temperature"] == yaml.safe_load(base_path.read_text())[
         "model"]["objective"]["teacher_temperature"]
     assert merged["trainer"]["default_root_dir"] == f"runs/{method.parent.name}/{method.stem}"
+
+
+def test_gtr_projection_stacks_on_a_method(monkeypatch):
+    """An option file, not a method: it adds the 256-d bottleneck to whichever objective precedes it."""
+    monkeypatch.chdir(ROOT)
+    r = "recipes/capretrieval-en"
+    merged = resolve_fit_config(["--config", f"{r}/base.yaml", "--config", f"{r}/combined.yaml",
+                                 "--config", f"{r}/gtr-projection.yaml"])
+    assert merged["model"]["student"]["projection_dim"] == 256
+    assert (merged["model"]["objective"]["kl_weight"], merged["model"]["objective"]["contrastive_weight"]) == (1.0, 0.1)
+    assert merged["trainer"]["default_root_dir"] == "runs/capretrieval-en/gtr-projection"
 
 
 def test_smoke_recipe_runs_as_shipped(monkeypatch):
