@@ -144,7 +144,7 @@ WORKER = textwrap.dedent(
 
 def _worker(tmp_path, db, n, offset=0, delay=0.02, name="worker.py"):
     script = tmp_path / name
-    script.write_text(WORKER.format(root=str(ROOT), tests=str(ROOT / "tests"), db=str(db), n=n, offset=offset, delay=delay))
+    script.write_text(WORKER.format(root=str(ROOT), tests=str(Path(__file__).resolve().parent), db=str(db), n=n, offset=offset, delay=delay))
     return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
