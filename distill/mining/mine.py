@@ -179,6 +179,20 @@ def pick_passages(rs: RetrievalSet, n: int, seed: int) -> list[tuple[str, str]]:
 GENERATION_CHUNK = 128
 
 
+def _read_mapping(path: Path, what: str, shape: str) -> dict:
+    """A per-item cache file (``{id: value}``); empty when missing, moved aside (one line) when corrupt."""
+    if not path.is_file():
+        return {}
+    try:
+        done = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(done, dict):
+            raise ValueError(f"not a mapping of {shape}")
+        return done
+    except ValueError as err:
+        move_aside(path, f"corrupt {what} ({str(err)[:80]})")
+        return {}
+
+
 def generate_cached(work: Path, name: str, options, corpus: str,
                     passages: list[tuple[str, str]]) -> list[SyntheticQuery]:
     """Generator ``name``'s queries for ``passages``, generating only for passages it has not seen.
@@ -187,15 +201,7 @@ def generate_cached(work: Path, name: str, options, corpus: str,
     (written atomically every :data:`GENERATION_CHUNK` passages), so adding a generator to a recipe,
     or passages to it, runs generation only for what is new."""
     path = work / "generated" / f"{name}-{_key(name, options, corpus)}.json"
-    done: dict[str, list[list[str]]] = {}
-    if path.is_file():
-        try:
-            done = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(done, dict):
-                raise ValueError("not a mapping of doc id → queries")
-        except ValueError as err:
-            move_aside(path, f"corrupt generation cache ({str(err)[:80]})")
-            done = {}
+    done: dict[str, list[list[str]]] = _read_mapping(path, "generation cache", "doc id → queries")
     missing = [p for p in passages if p[0] not in done]
     if missing:
         (generator,) = build_generators({name: options})
@@ -273,15 +279,7 @@ def build_candidates(config: MineConfig, rs: RetrievalSet, queries: list[dict], 
     queries not retrieved before are searched (a query id is a hash of its text and source)."""
     rc = config.retrieval
     path = candidate_cache(config, work)
-    done: dict[str, dict] = {}
-    if path.is_file():
-        try:
-            done = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(done, dict):
-                raise ValueError("not a mapping of query id → candidates")
-        except ValueError as err:
-            move_aside(path, f"corrupt candidate cache ({str(err)[:80]})")
-            done = {}
+    done: dict[str, dict] = _read_mapping(path, "candidate cache", "query id → candidates")
     missing = [q for q in queries if q["query_id"] not in done]
     if missing:
         qtexts = as_searched([q["query"] for q in missing], rs.normalize_text)
