@@ -178,6 +178,7 @@ class DistillationModule(L.LightningModule):
                   flush=True)
 
     @torch.no_grad()
+    @torch.no_grad()  # a measurement: no graph over hundreds of lists
     def _first_lists(self, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Student scores, teacher scores on the KL's scale, and the mask, ``[N, L]`` each, for ``rows``
         (dropout off: a measurement, not a training step)."""
@@ -267,8 +268,9 @@ class DistillationModule(L.LightningModule):
     # ---- honest validation: the held-out dev lists only -------------------------------------
     def validation_step(self, batch: ListBatch, batch_idx: int):
         scores = self.fill_teacher_scores(batch)
-        q = self.student.forward_tokens(self.student.tokenize_queries(batch.queries), "query")
-        p = self.student.forward_tokens(self.student.tokenize_passages(batch.passages), "passage")
+        # the training step's encoding path: length buckets, so dev lists skip the padding too
+        q = self._encode(self.student.tokenize_queries(batch.queries), "query")
+        p = self._encode(self.student.tokenize_passages(batch.passages), "passage")
         student = list_scores(q.float(), p.float())
         size = len(batch)
         # the objective's own KL term, with the temperatures and normalisation the run trains with
