@@ -36,6 +36,7 @@ demo: install
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -177,6 +177,19 @@ def main() -> None:
         print(f"| {label:36s} | {len(pairs) / seconds:8.1f} | {base_time / seconds:6.2f}x | {rate / 1e9:7.1f} | "
               f"{rate / peak32:12.1%} | {rate / peak16:12.1%} | {gap:>16s} | {agree:>26s} | "
               f"{per_list_kendall(scores, before, 8):16.4f} |")
+    from benchmarks.record import Row, save
+
+    rows = []
+    for label, (seconds, _) in results.items():
+        bf = "bf16" in label
+        rows.append(Row(f"teacher scoring: {label}", len(pairs) / seconds, "pairs/s",
+                        baseline=None if "baseline" in label else "CrossEncoder.predict fp32",
+                        ratio=None if "baseline" in label else base_time / seconds, gflops=flops / seconds / 1e9,
+                        peak_gflops=(peak16 if bf else peak32) / 1e9, precision="bf16" if bf else
+                        ("int8" if "INT8" in label else "fp32"),
+                        note="INT8 graph: fraction of the fp32 peak" if "INT8" in label else ""))
+    save("teacher", rows, [f"{len(pairs)} CapRetrievalEn pairs, batch {args.batch_size}, max_length {fp32.max_length}, "
+                           f"{sum(lengths) / len(lengths):.1f} tokens/pair"])
     if args.profile:
         n = min(len(queries), 4 * args.batch_size)
         print(f"profile fp32 ({n} pairs): {profile(fp32, queries[:n], passages[:n])}")
