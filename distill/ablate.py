@@ -296,6 +296,7 @@ class _Progress:
         self.run, self.index, self.total_runs, self.runs_after = run, index, total_runs, runs_after
         self.first: tuple[int, float] | None = None
         self.last_step: int | None = None
+        self.peak_rss_gb: float | None = None
 
     def line(self, text: str) -> str | None:
         from distill.training.callbacks import ProgressLines
@@ -307,6 +308,8 @@ class _Progress:
         if self.first is None:
             self.first = (step, elapsed)
         self.last_step = step
+        if "peak_rss_gb" in fields:
+            self.peak_rss_gb = max(self.peak_rss_gb or 0.0, float(fields["peak_rss_gb"]))
         head = f"[{self.run.label} | run {self.index}/{self.total_runs}] step {step}/{total}, {_duration(elapsed)} elapsed"
         done, spent = step - self.first[0], elapsed - self.first[1]
         if done <= 0 or spent <= 0:
@@ -359,7 +362,7 @@ def train(run: Run, fit_args: list[str], progress: _Progress, keep_checkpoints: 
     if not (run.dir / "student" / "modules.json").is_file():
         raise RuntimeError(f"fit of {run.label} ended without exporting {run.dir / 'student'}; log: {log_path}")
     marker = {"arm": run.arm, "seed": run.seed, "hash": run.hash, "seconds": round(time.monotonic() - start, 1),
-              "steps": progress.last_step, "resumed": resume, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "steps": progress.last_step, "peak_rss_gb": progress.peak_rss_gb, "resumed": resume, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if not keep_checkpoints:
         # the exported student is the result; a finished run's checkpoints (weights + optimiser state,
         # hundreds of MB each) are only needed to resume, which a finished run never does

@@ -137,15 +137,22 @@ class ExportStudent(Callback):
         print(f"student written to {out}")
 
 
+def _peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
 class ProgressLines(Callback):
     """Training speed for people and drivers alike.
 
-    Logs ``perf/steps_per_s``, ``perf/lists_per_s`` and ``perf/seconds_left`` every step (lists/s
-    also on the progress bar), and — when there is no progress bar to look at (output not a
-    terminal, or ``trainer.enable_progress_bar: false``), or ``always`` — prints one line every
+    Logs ``perf/steps_per_s``, ``perf/lists_per_s``, ``perf/seconds_left`` and ``perf/peak_rss_gb``
+    (the process's peak resident memory so far) every step (lists/s also on the progress bar),
+    and — when there is no progress bar to look at (output not a terminal, or
+    ``trainer.enable_progress_bar: false``), or ``always`` — prints one line every
     ``every_n_seconds`` and at the first and last step::
 
-        distill-progress step=12 total=118 elapsed=60.0 steps_per_s=0.200 lists_per_s=3.20 left=530 loss=1.2345
+        distill-progress step=12 total=118 elapsed=60.0 steps_per_s=0.200 lists_per_s=3.20 left=530 peak_rss_gb=4.1 loss=1.2345
 
     (`distill ablate` parses these from its fits.) ``every_n_seconds: 0`` prints nothing.
     """
@@ -184,6 +191,7 @@ class ProgressLines(Callback):
             rates = {"steps_per_s": steps / span, "lists_per_s": sum(n for _, n in self._window[1:]) / span}
             if total != float("inf"):
                 rates["left"] = max(0.0, (total - trainer.global_step) / rates["steps_per_s"])
+            rates["peak_rss_gb"] = _peak_rss_gb()
             for key, value in rates.items():
                 name = "perf/seconds_left" if key == "left" else f"perf/{key}"
                 pl_module.log(name, value, prog_bar=key == "lists_per_s", on_step=True, on_epoch=False,
@@ -204,6 +212,8 @@ class ProgressLines(Callback):
             extra = f" steps_per_s={rates['steps_per_s']:.3f} lists_per_s={rates['lists_per_s']:.2f}"
         if "left" in rates:
             extra += f" left={rates['left']:.0f}"
+        if "peak_rss_gb" in rates:
+            extra += f" peak_rss_gb={rates['peak_rss_gb']:.2f}"
         if "loss" in rates:
             extra += f" loss={rates['loss']:.4f}"
         total = trainer.estimated_stepping_batches

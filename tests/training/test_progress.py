@@ -18,6 +18,9 @@ def test_progress_lines_and_speed_metrics(tmp_path, capsys):
                         max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0,
                         callbacks=[ProgressLines(every_n_seconds=1e-6)])
+    import psutil
+
+    before_gb = psutil.Process().memory_info().rss / 2**30
     trainer.fit(module, datamodule=data)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(ProgressLines.PREFIX)]
     assert len(lines) == 5  # the start, then every step (the interval is tiny)
@@ -26,6 +29,9 @@ def test_progress_lines_and_speed_metrics(tmp_path, capsys):
     assert float(fields["lists_per_s"]) > 0 and float(fields["left"]) == 0
     assert float(fields["lists_per_s"]) == pytest.approx(4 * float(fields["steps_per_s"]), abs=0.01)  # printed to 2 and 3 decimals
     assert trainer.logged_metrics["perf/lists_per_s"] > 0
+    # peak resident memory: at least what the process held before the fit
+    assert before_gb <= float(fields["peak_rss_gb"]) + 0.01
+    assert float(trainer.logged_metrics["perf/peak_rss_gb"]) > 0.05
 
 
 def test_no_lines_when_disabled(tmp_path, capsys):
