@@ -223,7 +223,10 @@ def lists_fingerprint(lists: str | Path) -> str:
     """SHA-256 over the lists' bytes (a .jsonl file or every file of a saved dataset folder): runs on
     other lists are other runs, even at the same path."""
     lists = Path(lists)
-    files = [lists] if lists.is_file() else sorted(p for p in lists.rglob("*") if p.is_file())
+    # `datasets` writes `cache-*.arrow` files of map/filter results into a saved dataset's folder when a
+    # fit reads it: derived, not the lists, and they must not turn a finished run into an unknown one
+    files = [lists] if lists.is_file() else sorted(
+        p for p in lists.rglob("*") if p.is_file() and not (p.name.startswith("cache-") and p.suffix == ".arrow"))
     digest = hashlib.sha256()
     for f in files:
         digest.update(str(f.relative_to(lists) if f != lists else f.name).encode() + b"\0")

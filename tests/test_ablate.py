@@ -181,6 +181,23 @@ def test_run_hash_names_what_a_run_is(tiny, tmp_path):
     assert all(changed[k] != runs[k].hash for k in runs)
 
 
+def test_fingerprint_ignores_the_caches_datasets_writes_beside_saved_lists(tmp_path):
+    from datasets import Dataset, load_from_disk
+
+    from distill.ablate import lists_fingerprint
+
+    folder = tmp_path / "lists"
+    Dataset.from_dict({"query": ["a", "b"], "scores": [[1.0, 0.5], [0.2, 0.9]]}).save_to_disk(str(folder))
+    before = lists_fingerprint(folder)
+    load_from_disk(str(folder)).map(lambda row: {"n": len(row["query"])})  # what a fit does: a cache-*.arrow appears
+    assert any(p.name.startswith("cache-") for p in folder.iterdir())
+    assert lists_fingerprint(folder) == before
+    Dataset.from_dict({"query": ["a", "c"], "scores": [[1.0, 0.5], [0.2, 0.9]]}).save_to_disk(str(tmp_path / "other"))
+    shutil.rmtree(folder)
+    shutil.move(str(tmp_path / "other"), str(folder))
+    assert lists_fingerprint(folder) != before  # other lists at the same path
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["arms"]["kl"].update({"trainer.max_steps": 9}), "arms.kl.trainer.max_steps: part of the budget"),
     (lambda c: c["arms"]["kl"].update({"seed_everything": 3}), "arms.kl.seed_everything: set by the ablation"),
