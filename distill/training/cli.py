@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import re
 import sys
-import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from distill.training.callbacks import DevEarlyStopping, ExportStudent, Progress
 from distill.training.datamodule import ListsDataModule
 from distill.training.module import DistillationModule
 from distill.training.publish_callback import PublishStudent
+from distill.training.quiet import quiet_fit
 
 
 def _checkpoint_dir(root: str | None) -> str:
@@ -146,7 +146,7 @@ def mine_missing_lists(lists: str, mine_config: str | None) -> None:
 def run_fit(argv: list[str]) -> None:
     """`distill fit ARGV`: parse the recipe(s), mine missing lists, train, export the student."""
     # argv comes from distill.cli.main (so tests can call it in-process), not from sys.argv
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    quiet_fit()
     DistillCLI(DistillationModule, ListsDataModule, args=["fit", *argv], save_config_kwargs={"overwrite": True},
                seed_everything_default=0,
                parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}})

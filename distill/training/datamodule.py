@@ -32,9 +32,10 @@ class ListBatch:
     def __len__(self) -> int:
         return len(self.queries)
 
-    def to(self, device) -> "ListBatch":
-        self.teacher_scores = self.teacher_scores.to(device)
-        self.mask = self.mask.to(device)
+    def to(self, device, non_blocking: bool = False) -> "ListBatch":
+        # Lightning's default batch transfer calls this (it moves any object with a ``to``)
+        self.teacher_scores = self.teacher_scores.to(device, non_blocking=non_blocking)
+        self.mask = self.mask.to(device, non_blocking=non_blocking)
         return self
 
 

@@ -70,6 +70,24 @@ def test_fit_cli_exports_a_sentence_transformers_student_that_learned(tiny, tmp_
     assert dev_kl(str(student)) < dev_kl(str(tiny["bert"]))
 
 
+def test_fit_output_is_progress_not_library_noise(tiny, tmp_path):
+    """Without a terminal a fit prints progress lines, and none of the library messages
+    distill.training.quiet silences (nor the ones whose cause was fixed)."""
+    proc = _fit_cli(["--model.student.name", str(tiny["bert"]), "--data.lists", str(tiny["lists"]),
+                     "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "3",
+                     "--trainer.precision", "bf16-mixed", "--checkpoint.every_n_train_steps", "1",
+                     "--trainer.enable_progress_bar", "false", "--progress.every_n_seconds", "1e-6"])
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    for noise in ("tensorboardX", "litlogger", "not supported by the model summary", "LeafSpec",
+                  "transfer_batch_to_device", "manual optimization", "def training_step",
+                  "args parameter is intended", "Loading weights", "Writing model shards"):
+        assert noise not in out, f"{noise!r} printed:\n{out[-3000:]}"
+    progress = [line for line in out.splitlines() if line.startswith("distill-progress")]
+    assert progress and "lists_per_s=" in progress[-1] and "left=" in progress[-1]
+    assert (tmp_path / "student" / "modules.json").is_file()
+
+
 def _one_step(bert: Path, lists: Path, root: Path, chunk_size: int | None) -> dict[str, torch.Tensor]:
     L.seed_everything(0)
     module = DistillationModule(StudentConfig(name=str(bert)), teacher=None,
