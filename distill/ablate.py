@@ -511,7 +511,9 @@ def markdown(summary: dict) -> str:
                 continue
             st = row["metrics"]
             cells = [arm, f"{len(entry['seeds'])}/{len(seeds)}",
-                     *(f"{100 * st[m]['mean']:.2f} ± {100 * st[m]['std']:.2f}" for m in METRICS),
+                     # one seed has no spread to show (0.00 would claim one)
+                     *(f"{100 * st[m]['mean']:.2f}" + (f" ± {100 * st[m]['std']:.2f}" if len(entry["seeds"]) > 1 else "")
+                       for m in METRICS),
                      f"{100 * row['delta_zero_shot']:+.2f}", _fmt_p(row["p_zero_shot"])]
             if ref:
                 cells += ([f"{100 * row['delta_reference']:+.2f}", _fmt_p(row["p_reference"])]

@@ -132,6 +132,14 @@ def test_ablation_end_to_end_resumes_and_reuses(tiny, tmp_path, monkeypatch, cap
     md = (out / "ablation.md").read_text()
     assert f"## {ds}" in md and "| kl | 2/2 |" in md and "| infonce | 2/2 |" in md
     assert "teacher ceiling (ms-marco-MiniLM-L-12-v2" in md and "| one_word |" in md
+    assert " ± " in md.split("| kl | 2/2 |")[1].splitlines()[0]  # two seeds: mean ± std
+    from distill.ablate import markdown
+
+    one = json.loads(json.dumps(summary))
+    for entry in one["arms"].values():
+        entry["seeds"] = [0]
+    one_seed_row = markdown(one).split("| kl | 1/2 |")[1].splitlines()[0]
+    assert "±" not in one_seed_row  # one seed shows no spread rather than a false ± 0.00
     png = (out / "ablation.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
