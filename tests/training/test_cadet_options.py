@@ -235,5 +235,7 @@ def test_cadet_recipe_and_its_ablation_arm():
     cadet = yaml.safe_load((ROOT / "recipes/capretrieval-en/cadet.yaml").read_text())
     assert arm["model.objective.teacher_normalization"] == cadet["model"]["objective"]["teacher_normalization"]
     assert arm["model.student.dropout"] == 0.0 and arm["early_stopping.patience"] == cadet["early_stopping"]["patience"]
+    gtr = yaml.safe_load((ROOT / "recipes/capretrieval-en/gtr-projection.yaml").read_text())
+    assert cfg.arms["gtr-256d"]["model.student.projection_dim"] == gtr["model"]["student"]["projection_dim"]
     # seeds vary init and order; which lists are trained on is data.split_seed, never a seed key
     assert "data.split_seed" not in cfg.seed_keys and "data.seed" in cfg.seed_keys
