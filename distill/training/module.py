@@ -177,7 +177,6 @@ class DistillationModule(L.LightningModule):
                   f"T_t={config.teacher_temperature:g} ({config.teacher_normalization}), uniform {uniform:.4f}",
                   flush=True)
 
-    @torch.no_grad()
     @torch.no_grad()  # a measurement: no graph over hundreds of lists
     def _first_lists(self, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Student scores, teacher scores on the KL's scale, and the mask, ``[N, L]`` each, for ``rows``
