@@ -311,8 +311,8 @@ class _Progress:
         if self.first is None:
             self.first = (step, elapsed)
         self.last_step = step
-        if "peak_rss_gb" in fields:
-            self.peak_rss_gb = max(self.peak_rss_gb or 0.0, float(fields["peak_rss_gb"]))
+        if "peak_rss_gb" in fields:  # a running peak: the latest line holds the fit's peak so far
+            self.peak_rss_gb = float(fields["peak_rss_gb"])
         head = f"[{self.run.label} | run {self.index}/{self.total_runs}] step {step}/{total}, {_duration(elapsed)} elapsed"
         done, spent = step - self.first[0], elapsed - self.first[1]
         if done <= 0 or spent <= 0:

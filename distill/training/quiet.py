@@ -11,20 +11,20 @@ import logging
 import sys
 import warnings
 
-# (message regex, why it is not worth a user's attention)
+# message regexes, each with why it is not worth a user's attention
 SILENCED_WARNINGS = [
     # no TensorBoard installed: Lightning falls back to its CSV logger, which is the logger we want;
     # a user who installs tensorboard gets TensorBoard without being told either
-    (r"Starting from v1\.9\.0, `tensorboardX` has been removed", "CSV logging is the intended default"),
+    r"Starting from v1\.9\.0, `tensorboardX` has been removed",
     # the summary's size column is an estimate either way; parameters are counted exactly
-    (r"Precision .* is not supported by the model summary", "size estimate only"),
+    r"Precision .* is not supported by the model summary",
     # raised inside Lightning's own pytree use (torch deprecation), nothing a recipe can change
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", "inside Lightning"),
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     # GradCache steps the optimiser by hand; the resume checkpoint must hold the weights *after* the
     # step it is named for, which is what Lightning saves (the warning prints a page of sample code)
-    (r"Using ModelCheckpoint with manual optimization", "post-step state is what resume needs"),
+    r"Using ModelCheckpoint with manual optimization",
     # `distill fit` passes its arguments to LightningCLI explicitly (tests call it in-process)
-    (r"LightningCLI's args parameter is intended", "arguments come from distill.cli"),
+    r"LightningCLI's args parameter is intended",
 ]
 
 
@@ -36,7 +36,7 @@ class _DropCloudTip(logging.Filter):
 def quiet_fit() -> None:
     """Install the filters above (idempotent); without a terminal, also turn off transformers'
     per-file progress bars (``Loading weights``, ``Writing model shards``), which in a log are noise."""
-    for pattern, _why in SILENCED_WARNINGS:
+    for pattern in SILENCED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropCloudTip) for f in rank_zero.filters):
