@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _offline_by_default(hub=not (argv[:1] == ["publish"] and "--push" in argv))
+    from distill.hardware import retain_freed_memory
+
+    retain_freed_memory()  # process-wide, so set here: training and teacher scoring free large buffers per step
     try:
         if argv and argv[0] == "fit":
             return _cmd_fit(argv[1:])

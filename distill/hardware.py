@@ -64,3 +64,35 @@ def lightning_precision(device_type: str = "auto") -> str:
     """The Lightning ``precision`` for this machine: bf16-mixed where bf16 is native, else 32-true."""
     dev = default_device() if device_type == "auto" else torch.device(device_type)
     return "bf16-mixed" if bf16_available(dev) else "32-true"
+
+
+def training_attention(device: torch.device | str) -> str | None:
+    """The attention kernel to train with on ``device`` (None: the model's own choice).
+
+    On CPU, PyTorch's fused SDPA attention has a slow backward for short sequences: in a bf16 step of
+    16 lists x 20 captions (~27 tokens) it took 48 % of the time; the eager kernel (plain matmuls,
+    the same function) made the backward 2.2x faster. Inference is unaffected (equal speed).
+    """
+    return "eager" if torch.device(device).type == "cpu" else None
+
+
+@functools.lru_cache(maxsize=1)
+def retain_freed_memory() -> bool:
+    """Keep freed memory in the process heap instead of returning it to the kernel (glibc only).
+
+    A training step frees and re-allocates large buffers (each word-embedding gradient is
+    vocab x width, 47 MB for MiniLM, once per length bucket); glibc serves blocks above 32 MB with
+    mmap, so every step paid page faults to zero fresh pages: 36 % of a profiled CPU step went to
+    ``fill_``. Returns whether the setting took (False off glibc). Idempotent; process-wide.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameters from malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))

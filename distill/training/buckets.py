@@ -28,14 +28,23 @@ def take_rows(tokens: Tokens, rows: Tensor) -> dict[str, Tensor]:
     return {k: v[rows] if isinstance(v, Tensor) else v for k, v in tokens.items()}
 
 
-def trim_padding(tokens: Tokens) -> dict[str, Tensor]:
-    """Drop the columns that are padding in every row (left or right padding alike)."""
+def trim_padding(tokens: Tokens, multiple: int = 8) -> dict[str, Tensor]:
+    """Drop the columns that are padding in every row (left or right padding alike), keeping the width
+    a multiple of ``multiple``: oneDNN compiles a kernel per new matmul shape on CPU, and a new length
+    each group costs more than the few padded columns.
+    """
     mask = tokens["attention_mask"]
-    keep = mask.bool().any(0)
-    if bool(keep.all()):
+    width = mask.shape[1]
+    columns = mask.bool().any(0).nonzero(as_tuple=True)[0]
+    if columns.numel() == 0:
         return dict(tokens)
-    columns = keep.nonzero(as_tuple=True)[0]
-    return {k: v[:, columns] if isinstance(v, Tensor) and v.dim() == 2 and v.shape == mask.shape else v
+    lo, hi = int(columns[0]), int(columns[-1]) + 1  # real tokens are contiguous columns under either side's padding
+    target = min(width, -(-(hi - lo) // multiple) * multiple)
+    hi = min(width, lo + target)
+    lo = hi - target
+    if hi - lo == width:
+        return dict(tokens)
+    return {k: v[:, lo:hi] if isinstance(v, Tensor) and v.dim() == 2 and v.shape == mask.shape else v
             for k, v in tokens.items()}
 
 

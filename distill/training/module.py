@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
+from distill.hardware import training_attention
 from distill.losses import (DistillationObjective, ObjectiveConfig, list_entropy, list_scores, match_temperature,
                             normalize_teacher)
 from distill.training.buckets import encode_in_buckets, length_order, take_rows, trim_padding
@@ -41,6 +42,7 @@ class OptimizerConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float | None = 1.0
     min_lr_ratio: float = 0.0  # the linear decay ends at min_lr_ratio × lr (CADET: 0.1)
+    fused: bool | None = None  # AdamW's fused kernel wherever gradients are whole and unscaled; False: never
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -75,11 +77,15 @@ class DistillationModule(L.LightningModule):
             half of a step's compute is padding otherwise); None pads the whole batch to its longest.
             Under GradCache the chunks are the groups (rows are length-sorted before chunking).
         cross_device_negatives: under DDP, every other device's passages are InfoNCE negatives.
+        attention: the student's attention kernel while training: ``auto`` picks by device
+            (``distill.hardware.training_attention``: eager on CPU), or a transformers name
+            (``sdpa``, ``eager``, ...). A speed choice; exports and evaluation are unaffected.
     """
 
     def __init__(self, student: StudentConfig = StudentConfig(), teacher: TeacherSpec | None = TeacherSpec(),
                  objective: ObjectiveConfig = ObjectiveConfig(), optimizer: OptimizerConfig = OptimizerConfig(),
-                 chunk_size: int | None = None, bucket_size: int | None = 64, cross_device_negatives: bool = True):
+                 chunk_size: int | None = None, bucket_size: int | None = 64, cross_device_negatives: bool = True,
+                 attention: str = "auto"):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -98,6 +104,7 @@ class DistillationModule(L.LightningModule):
             raise ValueError(f"bucket_size must be >= 1 or null, got {bucket_size}")
         self.bucket_size = bucket_size
         self.cross_device_negatives = cross_device_negatives
+        self.attention = attention
         self._teacher = None  # built lazily: an ONNX session is no nn.Module and never checkpointed
 
     # ---- teacher ---------------------------------------------------------------------------
@@ -149,8 +156,12 @@ class DistillationModule(L.LightningModule):
                              "lists (their p1 / p99); these lists carry none")
 
     def on_fit_start(self) -> None:
-        """Entropies of the student's and the teacher's list distributions on the first training lists
-        (``init/student_entropy``, ``init/teacher_entropy``), and the ``auto`` student temperature."""
+        """The training attention kernel; then the entropies of the student's and
+        the teacher's list distributions on the first training lists (``init/student_entropy``,
+        ``init/teacher_entropy``), and the ``auto`` student temperature."""
+        attention = training_attention(self.device) if self.attention == "auto" else self.attention
+        if attention is not None:
+            self.student.set_attention(attention)
         config = self.objective.config
         chosen = self.objective.student_temperature
         if chosen is not None and self.trainer.ckpt_path:
@@ -252,8 +263,13 @@ class DistillationModule(L.LightningModule):
                                f"(queries {', '.join(batch.query_ids[:4])}{', ...' if len(batch) > 4 else ''}); "
                                "stopped before the optimiser step")
         if self.optimizer_config.max_grad_norm:
-            self.clip_gradients(opt, gradient_clip_val=self.optimizer_config.max_grad_norm,
-                                gradient_clip_algorithm="norm")
+            if self._fused_optimizer:
+                # Lightning refuses to clip for any fused optimiser (it fears fp16 loss scaling, which
+                # _fused_optimizer rules out); unscaled local gradients clip as it would do itself
+                torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.optimizer_config.max_grad_norm)
+            else:
+                self.clip_gradients(opt, gradient_clip_val=self.optimizer_config.max_grad_norm,
+                                    gradient_clip_algorithm="norm")
         opt.step()
         opt.zero_grad(set_to_none=True)
         sched.step()
@@ -282,6 +298,18 @@ class DistillationModule(L.LightningModule):
                      sync_dist=True)
 
     # ---- optimiser -------------------------------------------------------------------------
+    @property
+    def _fused_optimizer(self) -> bool:
+        """AdamW's fused kernel (one pass over all parameters; 4.8x faster than the per-tensor loop
+        on this CPU, 55 ms of a 1.3 s step): where gradients are whole and unscaled, i.e. not under
+        FSDP (sharded) or fp16 loss scaling."""
+        trainer = self._trainer
+        if trainer is None or self.optimizer_config.fused is False:
+            return False
+        sharded = "fsdp" in type(trainer.strategy).__name__.lower()
+        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
+        return not sharded and not scaled and self.device.type in ("cpu", "cuda")
+
     def configure_optimizers(self):
         cfg = self.optimizer_config
         decay, no_decay = [], []
@@ -289,7 +317,7 @@ class DistillationModule(L.LightningModule):
             if param.requires_grad:
                 (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, fused=self._fused_optimizer)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: cfg.lr_factor(step, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
