@@ -1,4 +1,5 @@
-"""Length buckets: the same embeddings, losses and training steps as padding the whole batch."""
+"""Speed settings change nothing but speed: length buckets, the training attention kernel and the fused
+optimiser give the same embeddings, losses and training steps as the plain path."""
 from __future__ import annotations
 
 import json
@@ -38,8 +39,15 @@ def test_trim_padding_keeps_every_real_token_on_either_side():
              "attention_mask": torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]])}
     left = {"input_ids": torch.tensor([[0, 0, 5, 6], [0, 0, 0, 7]]),
             "attention_mask": torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1]])}
-    assert trim_padding(right)["input_ids"].tolist() == [[5, 6], [7, 0]]
-    assert trim_padding(left)["attention_mask"].tolist() == [[1, 1], [0, 1]]
+    assert trim_padding(right, multiple=1)["input_ids"].tolist() == [[5, 6], [7, 0]]
+    assert trim_padding(left, multiple=1)["attention_mask"].tolist() == [[1, 1], [0, 1]]
+    # widths rounded up to the multiple (fewer distinct shapes), padding columns taken from the padding side
+    wide_right = {k: torch.nn.functional.pad(v, (0, 8)) for k, v in right.items()}
+    wide_left = {k: torch.nn.functional.pad(v, (8, 0)) for k, v in left.items()}
+    assert trim_padding(wide_right, multiple=3)["input_ids"].tolist() == [[5, 6, 0], [7, 0, 0]]
+    assert trim_padding(wide_left, multiple=3)["attention_mask"].tolist() == [[0, 1, 1], [0, 0, 1]]
+    assert trim_padding(wide_right)["input_ids"].shape == (2, 8)  # default multiple 8
+    assert trim_padding(right)["input_ids"].shape == (2, 4)  # never wider than the batch
     order, inverse = length_order({"attention_mask": torch.tensor([[1, 0], [1, 1], [1, 0]])})
     assert order.tolist() == [1, 0, 2] and order[inverse].tolist() == [0, 1, 2]
 
@@ -65,11 +73,11 @@ def test_bucketed_embeddings_and_gradients_equal_padded(tiny, bucket_size):
         torch.testing.assert_close(got_grad[name], want_grad[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def _steps(tiny, root, steps: int, **module_args) -> tuple[list[float], dict[str, torch.Tensor]]:
+def _steps(tiny, root, steps: int, callbacks=(), **module_args) -> tuple[list[float], dict[str, torch.Tensor]]:
     L.seed_everything(0)
+    module_args.setdefault("optimizer", OptimizerConfig(lr=1e-2, warmup_ratio=0.0))
     module = DistillationModule(StudentConfig(name=str(tiny["bert"])), teacher=None,
-                                objective=ObjectiveConfig(kl_weight=1.0, contrastive_weight=0.1),
-                                optimizer=OptimizerConfig(lr=1e-2, warmup_ratio=0.0), **module_args)
+                                objective=ObjectiveConfig(kl_weight=1.0, contrastive_weight=0.1), **module_args)
     losses = []
 
     class Record(L.Callback):
@@ -79,7 +87,7 @@ def _steps(tiny, root, steps: int, **module_args) -> tuple[list[float], dict[str
     data = ListsDataModule(str(tiny["lists"]), list_size=5, batch_size=4, dev_fraction=0.0)
     L.Trainer(default_root_dir=str(root), accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
               enable_model_summary=False, precision="32-true", max_steps=steps, enable_checkpointing=False,
-              num_sanity_val_steps=0, callbacks=[Record()]).fit(module, datamodule=data)
+              num_sanity_val_steps=0, callbacks=[Record(), *callbacks]).fit(module, datamodule=data)
     return losses, {k: v.detach().clone() for k, v in module.student.state_dict().items()}
 
 
@@ -96,6 +104,38 @@ def test_bucketed_training_follows_the_padded_loss_curve(tiny, tmp_path, variant
             # softmax ignores a key bias, so its gradient is rounding noise that Adam scales up to lr
             continue
         torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_training_attention_kernel_and_fused_adamw_follow_the_plain_loss_curve(tiny, tmp_path):
+    """``attention: auto`` trains with the eager kernel on CPU and AdamW is fused; fp32 losses and
+    weights equal SDPA with the per-tensor optimiser."""
+    from distill.hardware import training_attention
+
+    assert training_attention("cpu") == "eager" and training_attention("cuda") is None
+    seen = {}
+
+    class Inspect(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, *args):
+            seen["attention"] = pl_module.student.model.config._attn_implementation
+            seen["fused"] = pl_module.optimizers().optimizer.defaults["fused"]
+
+    want_losses, want = _steps(tiny, tmp_path / "plain", 4, bucket_size=None, attention="sdpa",
+                               optimizer=OptimizerConfig(lr=1e-2, warmup_ratio=0.0, fused=False))
+    got_losses, got = _steps(tiny, tmp_path / "fast", 4, callbacks=[Inspect()])
+    assert seen == {"attention": "eager", "fused": True}
+    assert got_losses == pytest.approx(want_losses, abs=1e-4)
+    for key in want:
+        if "attention.self.key.bias" not in key:  # see above
+            torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_retain_freed_memory_takes_on_glibc():
+    import platform
+
+    from distill.hardware import retain_freed_memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert retain_freed_memory() is expected
 
 
 def test_bucket_size_is_validated(tiny):
