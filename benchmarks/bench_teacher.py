@@ -84,7 +84,8 @@ def profile(teacher, queries, passages) -> str:
 
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         teacher.score(queries, passages)
-    families = {"matmul": ("addmm", "mm", "bmm", "matmul", "linear", "scaled_dot_product", "baddbmm"),
+    families = {"matmul": ("addmm", "mm", "bmm", "matmul", "linear", "baddbmm"),
+                "attention kernel": ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_attention_math"),
                 "softmax": ("softmax",), "layernorm": ("layer_norm",), "gelu": ("gelu",),
                 "copy/cast": ("copy_", "to", "_to_copy", "contiguous", "clone")}
     totals = dict.fromkeys([*families, "other"], 0.0)
@@ -134,10 +135,13 @@ def main() -> None:
     for t in (onnx, fp32, bf16):  # warm-up: first calls allocate and pick kernels
         t.score(queries[:args.batch_size], passages[:args.batch_size])
     ce.predict(pairs[:args.batch_size], batch_size=args.batch_size, show_progress_bar=False)
+    # which torch path `distill mine` takes here (teacher.precision: auto) is decided by the hardware
+    FP32, BF16 = ("torch fp32", "torch bf16 weights (default here)") if bf16_available("cpu") else \
+        ("torch fp32 (default here)", "torch bf16 weights")
     runs = {
         "CrossEncoder.predict fp32 (baseline)": ce_predict,
-        "torch fp32 (default here)": lambda: fp32.score(queries, passages),
-        "torch bf16 weights": lambda: bf16.score(queries, passages),
+        FP32: lambda: fp32.score(queries, passages),
+        BF16: lambda: bf16.score(queries, passages),
         "ONNX INT8 graph (before)": lambda: onnx.score(queries, passages),
     }
     results = {}
@@ -150,8 +154,8 @@ def main() -> None:
     picks = sorted({lengths.index(min(lengths)), lengths.index(max(lengths)),
                     *rng.sample(range(min(len(lengths), args.batch_size)), min(args.alone, args.batch_size) - 2)})
     picks = [i for i in picks if i < args.batch_size]
-    gaps = {"torch fp32 (default here)": batch_gap(fp32, queries[:args.batch_size], passages[:args.batch_size], picks),
-            "torch bf16 weights": batch_gap(bf16, queries[:args.batch_size], passages[:args.batch_size], picks),
+    gaps = {FP32: batch_gap(fp32, queries[:args.batch_size], passages[:args.batch_size], picks),
+            BF16: batch_gap(bf16, queries[:args.batch_size], passages[:args.batch_size], picks),
             "ONNX INT8 graph (before)": batch_gap(onnx, queries[:args.batch_size], passages[:args.batch_size], picks)}
 
     from scipy.stats import kendalltau, spearmanr

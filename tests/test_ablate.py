@@ -189,6 +189,18 @@ def test_run_hash_names_what_a_run_is(tiny, tmp_path):
     assert all(changed[k] != runs[k].hash for k in runs)
 
 
+def test_speed_only_settings_do_not_change_a_runs_hash():
+    """Runs finished before model.attention / model.optimizer.fused existed are still found."""
+    from distill.ablate import run_hash
+
+    config = {"model": {"attention": "auto", "optimizer": {"lr": 1e-4, "fused": None}}, "trainer": {}}
+    older = {"model": {"optimizer": {"lr": 1e-4}}, "trainer": {}}
+    assert run_hash(config, "L") == run_hash(older, "L")
+    faster = {"model": {"attention": "sdpa", "optimizer": {"lr": 1e-4, "fused": False}}, "trainer": {}}
+    assert run_hash(faster, "L") == run_hash(older, "L")
+    assert run_hash({"model": {"optimizer": {"lr": 2e-4}}, "trainer": {}}, "L") != run_hash(older, "L")
+
+
 def test_fingerprint_ignores_the_caches_datasets_writes_beside_saved_lists(tmp_path):
     from datasets import Dataset, load_from_disk
 
