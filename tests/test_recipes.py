@@ -12,7 +12,7 @@ from distill.training.cli import resolve_fit_config
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted(p for p in ROOT.glob("recipes/*/*.yaml")
-                 if p.parent.name != "mine" and p.name not in ("base.yaml", "ablation.yaml", "ddp.yaml", "gtr-projection.yaml"))
+                 if p.parent.name != "mine" and p.name not in ("base.yaml", "ablation.yaml", "ddp.yaml", "gtr-projection.yaml", "best.yaml"))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -63,6 +63,22 @@ def test_gtr_projection_stacks_on_a_method(monkeypatch):
     assert merged["model"]["student"]["projection_dim"] == 256
     assert (merged["model"]["objective"]["kl_weight"], merged["model"]["objective"]["contrastive_weight"]) == (1.0, 0.1)
     assert merged["trainer"]["default_root_dir"] == "runs/capretrieval-en/gtr-projection"
+
+
+def test_best_recipe_is_self_contained(monkeypatch):
+    """best.yaml runs alone (`distill fit --config best.yaml`): every key a method's base sets is there,
+    its lists are mined by the recipe it names, and it trains with CADET's options."""
+    monkeypatch.chdir(ROOT)
+    best = resolve_fit_config(["--config", "recipes/capretrieval-en/best.yaml"])
+    base = resolve_fit_config(["--config", "recipes/capretrieval-en/base.yaml"])
+    assert set(_flatten(best)) == set(_flatten(base))  # nothing a base would supply is missing
+    mine = yaml.safe_load((ROOT / best["data"]["mine_config"]).read_text())
+    assert mine["output"] == best["data"]["lists"] and mine["queries"]["passages"] == 3024
+    objective, student = best["model"]["objective"], best["model"]["student"]
+    assert (objective["kl_weight"], objective["contrastive_weight"]) == (1.0, 0.1)
+    assert objective["teacher_normalization"] == "percentile" and student["dropout"] == 0.0
+    assert best["model"]["optimizer"]["min_lr_ratio"] == 0.1 and best["early_stopping"]["patience"] == 2
+    assert best["trainer"]["default_root_dir"] == "runs/capretrieval-en/best"
 
 
 def test_smoke_recipe_runs_as_shipped(monkeypatch):
