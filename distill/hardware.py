@@ -7,31 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from pathlib import Path
 
 import torch
-
-_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 # A ``precision`` setting (`distill evaluate --precision`, a recipe's ``teacher.precision``) → the
 # ``bf16`` flag the loaders take; None decides by the hardware (resolve_autocast).
 PRECISIONS: dict[str, bool | None] = {"auto": None, "bf16": True, "fp32": False}
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
 def cpu_has_bf16_units() -> bool:
-    return any(flag in cpu_flags() for flag in _BF16_CPU_FLAGS)
+    """AMX tiles or AVX512-BF16, as torch's own CPU probe (cpuinfo) reports them."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def bf16_available(device: torch.device | str) -> bool:

@@ -263,7 +263,7 @@ class DistillationModule(L.LightningModule):
                                f"(queries {', '.join(batch.query_ids[:4])}{', ...' if len(batch) > 4 else ''}); "
                                "stopped before the optimiser step")
         if self.optimizer_config.max_grad_norm:
-            if self._fused_optimizer:
+            if opt.optimizer.defaults["fused"]:
                 # Lightning refuses to clip for any fused optimiser (it fears fp16 loss scaling, which
                 # _fused_optimizer rules out); unscaled local gradients clip as it would do itself
                 torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.optimizer_config.max_grad_norm)
