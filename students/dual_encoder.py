@@ -276,7 +276,7 @@ class DualEncoder(nn.Module):
         if show_progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=f"encode {side}s", unit="batch")
+            starts = tqdm(starts, desc="encode queries" if side == "query" else "encode passages", unit="batch")
         was_training = self.training
         self.eval()
         try:

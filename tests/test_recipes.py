@@ -81,6 +81,23 @@ def test_best_recipe_is_self_contained(monkeypatch):
     assert best["trainer"]["default_root_dir"] == "runs/capretrieval-en/best"
 
 
+def test_chinese_best_recipe_trains_on_lists_carried_over_from_all_english_captions(monkeypatch):
+    """recipes/capretrieval/best.yaml runs alone: its lists come from a transfer recipe whose source is
+    the all-caption English keyword recipe, and it needs no teacher at training time."""
+    monkeypatch.chdir(ROOT)
+    best = resolve_fit_config(["--config", "recipes/capretrieval/best.yaml"])
+    base = resolve_fit_config(["--config", "recipes/capretrieval/base.yaml"])
+    assert set(_flatten(best)) <= set(_flatten(base)) | {"early_stopping.patience", "model.student.dropout",
+                                                         "model.optimizer.min_lr_ratio"}
+    assert set(_flatten(base)) <= set(_flatten(best))  # nothing a base would supply is missing
+    transfer = yaml.safe_load((ROOT / best["data"]["mine_config"]).read_text())
+    assert transfer["output"] == best["data"]["lists"] and transfer["corpus"] == "capretrieval"
+    source = yaml.safe_load((ROOT / transfer["source"]).read_text())
+    assert source["queries"]["passages"] == 3024 and source["corpus"] == "capretrieval-en"
+    assert best["model"]["teacher"] is None and best["model"]["student"]["name"] == "multilingual-e5-small"
+    assert best["trainer"]["default_root_dir"] == "runs/capretrieval/best"
+
+
 def test_smoke_recipe_runs_as_shipped(monkeypatch):
     from distill.data.lists import load_lists
     from distill.models import resolve
