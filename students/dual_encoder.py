@@ -16,7 +16,7 @@ import copy
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -196,11 +196,15 @@ class DualEncoder(nn.Module):
     def _towers(self) -> list[nn.Module]:
         return [self.model] if self.passage_model is None else [self.model, self.passage_model]
 
-    def set_attention(self, implementation: str) -> None:
-        """Every tower's attention kernel (``eager``, ``sdpa``, ...): the same function, another speed."""
+    def set_attention(self, implementation: str | Callable[[int], str | None]) -> None:
+        """Every tower's attention kernel (``eager``, ``sdpa``, ...): the same function, another speed.
+        A callable picks the kernel per batch from its padded length."""
+        if callable(implementation):
+            self.attention_by_length = implementation
+            return
+        self.attention_by_length = None
         for tower in self._towers():
-            if getattr(getattr(tower, "config", None), "_attn_implementation", implementation) != implementation:
-                tower.set_attn_implementation(implementation)
+            _set_tower_attention(tower, implementation)
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute activations in backward; non-reentrant so it composes with GradCache and autocast."""
@@ -241,6 +245,11 @@ class DualEncoder(nn.Module):
         tower = self.tower(side)
         device = self.device
         inputs = {k: v.to(device) for k, v in batch.items() if k in self._inputs and isinstance(v, Tensor)}
+        choose = getattr(self, "attention_by_length", None)
+        if choose is not None:
+            implementation = choose(inputs["input_ids"].shape[-1])
+            if implementation is not None:
+                _set_tower_attention(tower, implementation)
         hidden = tower(**inputs).last_hidden_state
         # the head in float32: bf16 sums over long sequences lose precision, and it is tiny
         with torch.autocast(device.type, enabled=False):
@@ -291,6 +300,11 @@ class DualEncoder(nn.Module):
         embeddings = torch.empty_like(sorted_embeddings)
         embeddings[torch.tensor(order)] = sorted_embeddings
         return embeddings
+
+
+def _set_tower_attention(tower: nn.Module, implementation: str) -> None:
+    if getattr(getattr(tower, "config", None), "_attn_implementation", implementation) != implementation:
+        tower.set_attn_implementation(implementation)
 
 
 def _check_texts(texts: Sequence[str]) -> None:

@@ -6,6 +6,7 @@ encoding) and the contrastive term needs every passage of the batch — and of e
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import lightning as L
@@ -78,7 +79,7 @@ class DistillationModule(L.LightningModule):
             Under GradCache the chunks are the groups (rows are length-sorted before chunking).
         cross_device_negatives: under DDP, every other device's passages are InfoNCE negatives.
         attention: the student's attention kernel while training: ``auto`` picks by device
-            (``distill.hardware.training_attention``: eager on CPU), or a transformers name
+            (``distill.hardware.training_attention``: eager on CPU for batches up to 128 tokens), or a transformers name
             (``sdpa``, ``eager``, ...). A speed choice; exports and evaluation are unaffected.
     """
 
@@ -159,9 +160,10 @@ class DistillationModule(L.LightningModule):
         """The training attention kernel; then the entropies of the student's and
         the teacher's list distributions on the first training lists (``init/student_entropy``,
         ``init/teacher_entropy``), and the ``auto`` student temperature."""
-        attention = training_attention(self.device) if self.attention == "auto" else self.attention
-        if attention is not None:
-            self.student.set_attention(attention)
+        if self.attention == "auto":  # by each batch's padded length (see training_attention)
+            self.student.set_attention(functools.partial(training_attention, self.device))
+        elif self.attention is not None:
+            self.student.set_attention(self.attention)
         config = self.objective.config
         chosen = self.objective.student_temperature
         if chosen is not None and self.trainer.ckpt_path:

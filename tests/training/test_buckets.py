@@ -2,6 +2,7 @@
 optimiser give the same embeddings, losses and training steps as the plain path."""
 from __future__ import annotations
 
+import functools
 import json
 import random
 
@@ -111,7 +112,7 @@ def test_training_attention_kernel_and_fused_adamw_follow_the_plain_loss_curve(t
     weights equal SDPA with the per-tensor optimiser."""
     from distill.hardware import training_attention
 
-    assert training_attention("cpu") == "eager" and training_attention("cuda") is None
+    assert training_attention("cpu", 27) == "eager" and training_attention("cuda", 27) is None
     seen = {}
 
     class Inspect(L.Callback):
@@ -141,3 +142,26 @@ def test_retain_freed_memory_takes_on_glibc():
 def test_bucket_size_is_validated(tiny):
     with pytest.raises(ValueError, match="bucket_size must be >= 1"):
         DistillationModule(StudentConfig(name=str(tiny["bert"])), teacher=None, bucket_size=0)
+
+
+def test_long_batches_train_with_sdpa_short_ones_with_eager(tiny, monkeypatch):
+    """Eager keeps every [heads, L, L] attention matrix for backward (22 GB RSS on SciFact abstracts):
+    under ``attention: auto`` on CPU a batch padded past EAGER_MAX_TOKENS runs SDPA, a short one eager."""
+    import distill.hardware as hardware
+
+    assert hardware.training_attention("cpu", hardware.EAGER_MAX_TOKENS) == "eager"
+    assert hardware.training_attention("cpu", hardware.EAGER_MAX_TOKENS + 1) == "sdpa"
+    monkeypatch.setattr(hardware, "EAGER_MAX_TOKENS", 6)  # the tiny model holds 128 positions
+    module = DistillationModule(StudentConfig(name=str(tiny["bert"])), teacher=None)
+    student = module.student
+    student.set_attention(functools.partial(hardware.training_attention, "cpu"))
+    short = student.tokenize(["a b"], "passage")
+    long = student.tokenize([" ".join(WORDS[:10])], "passage")
+    assert short["input_ids"].shape[-1] <= 6 < long["input_ids"].shape[-1]
+    student.forward_tokens(short, "passage").sum().backward()
+    assert student.model.config._attn_implementation == "eager"
+    student.forward_tokens(long, "passage").sum().backward()
+    assert student.model.config._attn_implementation == "sdpa"
+    student.set_attention("eager")  # a fixed kernel ends the per-length choice
+    student.forward_tokens(long, "passage")
+    assert student.model.config._attn_implementation == "eager"
