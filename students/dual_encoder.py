@@ -138,6 +138,7 @@ class DualEncoder(nn.Module):
         self.passage_model = None if shared else copy.deepcopy(model)
         self.tokenizer = tokenizer
         self.options = options
+        self.attention_by_length: Callable[[int], str | None] | None = None  # set_attention(callable)
         self.head = build_head(self.hidden_size, options, projection)
         self.bf16 = bf16
         self.__dict__["transformer"] = transformer  # plain attribute: its weights are self.model's
@@ -245,9 +246,8 @@ class DualEncoder(nn.Module):
         tower = self.tower(side)
         device = self.device
         inputs = {k: v.to(device) for k, v in batch.items() if k in self._inputs and isinstance(v, Tensor)}
-        choose = getattr(self, "attention_by_length", None)
-        if choose is not None:
-            implementation = choose(inputs["input_ids"].shape[-1])
+        if self.attention_by_length is not None:
+            implementation = self.attention_by_length(inputs["input_ids"].shape[-1])
             if implementation is not None:
                 _set_tower_attention(tower, implementation)
         hidden = tower(**inputs).last_hidden_state
