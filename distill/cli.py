@@ -105,6 +105,14 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    from students.interpolate import interpolate_folders
+
+    out = interpolate_folders(args.fine_tuned, args.base, args.weight, args.output)
+    print(f"{out}: {args.weight:g} x {args.fine_tuned} + {1 - args.weight:g} x {args.base}")
+    return 0
+
+
 def _cmd_fit(argv: list[str]) -> int:
     from distill.training.cli import run_fit
 
@@ -168,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an extra `distill evaluate --output` report for the card's tables (e.g. zero-shot=base.json)")
     pub.add_argument("--license", default="apache-2.0")
 
+    ip = sub.add_parser("interpolate", help="WiSE-FT: a fine-tuned student's weights mixed with its base model's")
+    ip.add_argument("fine_tuned", type=Path, help="an exported student folder (RUN_DIR/student)")
+    ip.add_argument("--base", required=True, help="the model it was fine-tuned from (name or folder)")
+    ip.add_argument("--weight", required=True, type=float, help="weight of the fine-tuned model, in (0, 1]")
+    ip.add_argument("--output", required=True, type=Path, help="folder to write (replaced)")
+
     sub.add_parser("fit", help="train a student from a recipe (LightningCLI; see `distill fit --help`)",
                    add_help=False)
     return parser
@@ -186,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "models" and args.action == "path" and not args.name:
             raise ValueError("usage: distill models path NAME")
         handler = {"models": _cmd_models, "evaluate": _cmd_evaluate, "mine": _cmd_mine,
-                   "compare": _cmd_compare, "ablate": _cmd_ablate, "publish": _cmd_publish}[args.command]
+                   "compare": _cmd_compare, "ablate": _cmd_ablate, "publish": _cmd_publish,
+                   "interpolate": _cmd_interpolate}[args.command]
         return handler(args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
         if os.environ.get("DISTILL_DEBUG"):

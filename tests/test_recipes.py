@@ -79,6 +79,7 @@ def test_best_recipe_is_self_contained(monkeypatch):
     assert objective["teacher_normalization"] == "percentile" and student["dropout"] == 0.0
     assert best["model"]["optimizer"]["min_lr_ratio"] == 0.1 and best["early_stopping"]["patience"] == 2
     assert best["trainer"]["default_root_dir"] == "runs/capretrieval-en/best"
+    assert best["export"]["fine_tuned_weight"] == 0.5  # WiSE-FT at the paper's untuned default
 
 
 def test_chinese_best_recipe_trains_on_lists_carried_over_from_all_english_captions(monkeypatch):

@@ -85,15 +85,23 @@ class DevEarlyStopping(EarlyStopping):
 
 class ExportStudent(Callback):
     """At the end of fit: the selected (best dev) student → ``<default_root_dir>/student`` as a
-    sentence-transformers folder, with its evaluation-set metrics in ``student/metrics.json``."""
+    sentence-transformers folder, with its evaluation-set metrics in ``student/metrics.json``.
+
+    ``fine_tuned_weight`` below 1 exports ``w · fine-tuned + (1 − w) · the model training started
+    from`` (WiSE-FT, ``students.interpolate``); the fine-tuned student itself goes to
+    ``<dirname>-fine-tuned`` beside it, and the checkpoints keep the fine-tuned weights.
+    """
 
     def __init__(self, datasets: list[str] | None = None, split: str = "test", batch_size: int = 64,
-                 dirname: str = "student", precision: str = "fp32"):
+                 dirname: str = "student", precision: str = "fp32", fine_tuned_weight: float = 1.0):
+        from students.interpolate import check_fine_tuned_weight
+
         self.datasets = list(datasets or [])
         self.split = split
         self.batch_size = batch_size
         self.dirname = dirname
         self.precision = precision
+        self.fine_tuned_weight = check_fine_tuned_weight(fine_tuned_weight, "export.fine_tuned_weight")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -118,8 +126,13 @@ class ExportStudent(Callback):
             raise RuntimeError(f"{selected}: {len(bad)} student parameters are not finite (first: {bad[0]}); "
                                "the student is not exported")
         out = Path(trainer.default_root_dir) / self.dirname
+        if self.fine_tuned_weight < 1:
+            # the fine-tuned end too, so other weights are one `distill interpolate` away, not a new fit
+            save_sentence_transformers(pl_module.student, out.with_name(f"{out.name}-fine-tuned"))
+            self._interpolate_with_base(pl_module)
         save_sentence_transformers(pl_module.student, out)
         metrics = {"selected_checkpoint": selected, "monitor": ckpt.monitor if ckpt else None,
+                   "fine_tuned_weight": self.fine_tuned_weight,
                    "best_score": float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None,
                    "selected": at, "end_of_training": end,
                    "stopped_early_at_step": next((cb.stopped_at_step for cb in trainer.callbacks
@@ -135,6 +148,25 @@ class ExportStudent(Callback):
             print(report.table())
         write_json_atomic(out / "metrics.json", metrics)
         print(f"student written to {out}")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.fine_tuned_weight < 1 and trainer.is_global_zero:
+            from students.interpolate import check_interpolable
+
+            check_interpolable(pl_module.student, self._base(pl_module))  # fail now, not after training
+
+    @staticmethod
+    def _base(pl_module: L.LightningModule):
+        from students import load_student
+
+        return load_student(pl_module.student_config.name)
+
+    def _interpolate_with_base(self, pl_module: L.LightningModule) -> None:
+        from students.interpolate import interpolate_weights
+
+        name = pl_module.student_config.name
+        interpolate_weights(pl_module.student, self._base(pl_module), self.fine_tuned_weight)
+        print(f"exported weights: {self.fine_tuned_weight:g} x fine-tuned + {1 - self.fine_tuned_weight:g} x {name} (WiSE-FT)")
 
 
 def _peak_rss_gb() -> float:
