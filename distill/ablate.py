@@ -239,17 +239,20 @@ def lists_fingerprint(lists: str | Path) -> str:
 # Settings that choose kernels, not results (fp32 losses and weights equal: tests/training/test_buckets.py):
 # left out of the hash, so runs finished before such a setting existed are still found.
 SPEED_ONLY = (("model", "attention"), ("model", "optimizer", "fused"))
+# Settings added later whose default changes nothing: left out at that default, kept at any other value.
+NEUTRAL_AT = {("export", "fine_tuned_weight"): 1.0}
 
 
 def run_hash(config: dict, lists: str) -> str:
     hashed = json.loads(json.dumps(config, default=str))
     hashed.get("trainer", {}).pop("default_root_dir", None)  # where a run lives is not what it is
     hashed.pop("ckpt_path", None)
-    for *parents, key in SPEED_ONLY:
+    for *parents, key in (*SPEED_ONLY, *NEUTRAL_AT):
         node = hashed
         for name in parents:
             node = node.get(name) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        neutral = NEUTRAL_AT.get((*parents, key), node.get(key) if isinstance(node, dict) else None)
+        if isinstance(node, dict) and ((*parents, key) in SPEED_ONLY or node.get(key) == neutral):
             node.pop(key, None)
     blob = json.dumps({"config": hashed, "lists": lists}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

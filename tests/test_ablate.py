@@ -201,6 +201,17 @@ def test_speed_only_settings_do_not_change_a_runs_hash():
     assert run_hash({"model": {"optimizer": {"lr": 2e-4}}, "trainer": {}}, "L") != run_hash(older, "L")
 
 
+def test_a_later_setting_at_its_neutral_default_does_not_change_a_runs_hash():
+    """export.fine_tuned_weight 1.0 exports what runs before it exported; any other weight is another run."""
+    from distill.ablate import run_hash
+
+    older = {"model": {"optimizer": {"lr": 1e-4}}, "trainer": {}, "export": {"precision": "fp32"}}
+    plain = {**older, "export": {"precision": "fp32", "fine_tuned_weight": 1.0}}
+    mixed = {**older, "export": {"precision": "fp32", "fine_tuned_weight": 0.5}}
+    assert run_hash(plain, "L") == run_hash(older, "L")
+    assert run_hash(mixed, "L") != run_hash(older, "L")
+
+
 def test_fingerprint_ignores_the_caches_datasets_writes_beside_saved_lists(tmp_path):
     from datasets import Dataset, load_from_disk
 
