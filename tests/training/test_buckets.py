@@ -104,7 +104,9 @@ def test_bucketed_training_follows_the_padded_loss_curve(tiny, tmp_path, variant
         if "attention.self.key.bias" in key:
             # softmax ignores a key bias, so its gradient is rounding noise that Adam scales up to lr
             continue
-        torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-4, msg=key)
+        # atol 5e-5 = 0.5 % of one Adam step at lr 1e-2: a bucketing mistake moves weights by about a step;
+        # Adam's 1/sqrt(v) magnifies fp32 rounding in small-gradient entries (1.1e-5 seen on an AVX2-only CPU)
+        torch.testing.assert_close(got[key], want[key], atol=5e-5, rtol=1e-4, msg=key)
 
 
 def test_training_attention_kernel_and_fused_adamw_follow_the_plain_loss_curve(tiny, tmp_path):
