@@ -247,13 +247,13 @@ def run_hash(config: dict, lists: str) -> str:
     hashed = json.loads(json.dumps(config, default=str))
     hashed.get("trainer", {}).pop("default_root_dir", None)  # where a run lives is not what it is
     hashed.pop("ckpt_path", None)
-    for *parents, key in (*SPEED_ONLY, *NEUTRAL_AT):
+    for path in (*SPEED_ONLY, *NEUTRAL_AT):
+        *parents, key = path
         node = hashed
         for name in parents:
             node = node.get(name) if isinstance(node, dict) else None
-        neutral = NEUTRAL_AT.get((*parents, key), node.get(key) if isinstance(node, dict) else None)
-        if isinstance(node, dict) and ((*parents, key) in SPEED_ONLY or node.get(key) == neutral):
-            node.pop(key, None)
+        if isinstance(node, dict) and key in node and (path in SPEED_ONLY or node[key] == NEUTRAL_AT[path]):
+            del node[key]
     blob = json.dumps({"config": hashed, "lists": lists}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -30,8 +30,8 @@ def interpolate_weights(fine_tuned: nn.Module, base: nn.Module, weight: float) -
     (a projection) has no zero-shot counterpart to interpolate with, and is refused.
     """
     weight = check_fine_tuned_weight(weight)
-    check_interpolable(fine_tuned, base)
     ours, theirs = fine_tuned.state_dict(), base.state_dict()
+    _check_states(ours, theirs)
     mixed = 0
     for name, tensor in ours.items():
         if tensor.is_floating_point():
@@ -44,8 +44,11 @@ def interpolate_weights(fine_tuned: nn.Module, base: nn.Module, weight: float) -
 def check_interpolable(fine_tuned: nn.Module, base: nn.Module) -> None:
     """Raise a one-line ValueError unless ``base`` holds every floating tensor of ``fine_tuned``
     with the same shape."""
-    theirs = base.state_dict()
-    for name, tensor in fine_tuned.state_dict().items():
+    _check_states(fine_tuned.state_dict(), base.state_dict())
+
+
+def _check_states(ours: dict, theirs: dict) -> None:
+    for name, tensor in ours.items():
         if not tensor.is_floating_point():
             continue
         if name not in theirs:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -11,6 +12,16 @@ import string
 import torch
 
 WORDS = "the a of query passage doc retrieval model cat dog sat on mat what is where did go home".split()
+
+def offline_env(**extra: str) -> dict[str, str]:
+    """A clean, offline environment for a `distill` subprocess: nothing an earlier test (or Lightning in
+    this process) exported leaks in; ``extra`` adds or overrides variables (PYTHONPATH, DISTILL_CACHE, ...)."""
+    keep = ("PATH", "HOME", "LANG", "TMPDIR", "DISTILL_DATA")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", **extra)
+    return env
+
 
 def make_tiny_bert(folder: Path, dropout: float = 0.1, seed: int = 0) -> Path:
     """A random 2-layer BERT + WordPiece tokenizer saved as an ordinary HF folder (no downloads)."""

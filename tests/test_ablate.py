@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from factories import WORDS, make_lists, make_tiny_bert
+from factories import WORDS, make_lists, make_tiny_bert, offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {"kl": {"model.objective.kl_weight": 1.0, "model.objective.contrastive_weight": 0.0},
@@ -63,12 +63,7 @@ def tiny(tmp_path_factory):
 
 
 def _env(tmp: Path) -> dict:
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "DISTILL_DATA")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
-    env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", DISTILL_CACHE=str(tmp / "cache"),
-               PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
-    return env
+    return offline_env(DISTILL_CACHE=str(tmp / "cache"), PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
 
 
 def _ablate(tiny, out: Path, *args: str) -> subprocess.CompletedProcess:

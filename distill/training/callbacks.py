@@ -153,7 +153,9 @@ class ExportStudent(Callback):
         if self.fine_tuned_weight < 1 and trainer.is_global_zero:
             from students.interpolate import check_interpolable
 
-            check_interpolable(pl_module.student, self._base(pl_module))  # fail now, not after training
+            # fail now, not after training; the base is loaded again at export rather than held in memory
+            # beside the student for the whole run
+            check_interpolable(pl_module.student, self._base(pl_module))
 
     @staticmethod
     def _base(pl_module: L.LightningModule):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from factories import make_lists, make_tiny_bert
+from factories import make_lists, make_tiny_bert, offline_env
 
 from distill.cli import main
 from students import load_student, save_sentence_transformers
@@ -89,10 +88,7 @@ def test_distill_interpolate_writes_a_loadable_mixed_folder(two, tmp_path, capsy
 
 def test_fit_exports_the_interpolated_student_and_keeps_checkpoints_fine_tuned(two, tmp_path):
     lists = make_lists(tmp_path / "lists.jsonl", n_queries=24)
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "DISTILL_DATA")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
-    env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=str(ROOT))
+    env = offline_env(PYTHONPATH=str(ROOT))
     args = [sys.executable, "-m", "distill.cli", "fit", "--config", str(ROOT / "recipes/smoke.yaml"),
             "--model.student.name", str(two["base"]), "--model.optimizer.lr", "1.0e-2",
             "--data.lists", str(lists), "--data.list_size", "4", "--data.batch_size", "6",

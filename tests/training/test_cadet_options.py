@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from factories import make_lists, make_tiny_bert
+from factories import make_lists, make_tiny_bert, offline_env
 
 from distill.losses import ObjectiveConfig, list_entropy
 from distill.training.callbacks import DevEarlyStopping
@@ -175,10 +174,7 @@ def test_large_batch_step_with_percentile_scale_and_auto_temperature(tiny, tmp_p
 # ---- through `distill fit`: cadet options, early stopping, and what metrics.json records ----------------
 
 def test_fit_with_cadet_options_stops_early_and_records_steps(tiny, tmp_path):
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "DISTILL_DATA")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
-    env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=str(ROOT))
+    env = offline_env(PYTHONPATH=str(ROOT))
     # cadet.yaml's fields over smoke.yaml; min_delta so large that nothing after the first validation improves
     args = [sys.executable, "-m", "distill.cli", "fit", "--config", str(ROOT / "recipes/smoke.yaml"),
             "--config", str(ROOT / "recipes/capretrieval-en/cadet.yaml"),

@@ -3,7 +3,6 @@ teacher fills missing scores, and a killed run resumes to the same result."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 
-from factories import make_lists, make_tiny_bert
+from factories import make_lists, make_tiny_bert, offline_env
 
 from distill.losses import ObjectiveConfig
 from distill.training.datamodule import ListsDataModule
@@ -29,11 +28,7 @@ def tiny(tmp_path_factory):
 
 
 def _fit_cli(args: list[str], pythonpath: Path | None = None, **kw) -> subprocess.Popen:
-    # a clean environment: nothing an earlier test (or Lightning in this process) exported leaks in
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "DISTILL_DATA")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
-    env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
+    env = offline_env()
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     # smoke.yaml as shipped trains the packaged student at 1e-4; a tiny random one needs a larger step
