@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from distill.atomic import check_writable, move_aside, write_json_atomic
 from distill.data.corpora import DataError, RetrievalSet, load_retrieval_set, locate_retrieval_set
 from distill.data.lists import lists_from_rows, save_lists
+from distill.mining.label_check import format_label_check, label_check
 from distill.mining.queries import SyntheticQuery, build_generators, drop_eval_overlap
 from distill.mining.settings import check_keys, check_value, section
 from distill.mining.stats import count, query_type_table, summary
@@ -403,6 +404,10 @@ def mine(config: MineConfig) -> Path:
         # evaluation queries) → passing each filter in turn → kept as lists
         "per_query_type": per_type,
     })
+    if config.queries.split:
+        stats["label_check"] = label_check(rows, rs.split_qrels(config.queries.split))
     write_json_atomic(output / "stats.json", stats)
     print(query_type_table(per_type))
+    if stats.get("label_check"):
+        print(format_label_check(stats["label_check"]))
     return output

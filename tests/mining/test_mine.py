@@ -61,6 +61,8 @@ def test_mine_writes_scored_lists_and_stats_and_reuses_everything(recipe, tmp_pa
         if row["source_id"]:  # a synthetic query's source passage is always in its list
             assert row["source_id"] in [c["doc_id"] for c in row["candidates"]]
     assert {r["query_type"] for r in rows} == {"train", "keywords"}
+    check = stats["label_check"]  # the train split's labelled queries, every ordering of their lists
+    assert check["queries"] == 2 and set(check) >= {"teacher", "dense", "bm25", "fused", "teacher_minus_dense"}
     first = stats["teacher"]
     again = json.loads((run_recipe(recipe) / "stats.json").read_text())["teacher"]
     assert first["misses"] > 0 and again["misses"] == 0  # the warm cache scores nothing twice
