@@ -404,10 +404,11 @@ def mine(config: MineConfig) -> Path:
         # evaluation queries) → passing each filter in turn → kept as lists
         "per_query_type": per_type,
     })
-    if config.queries.split:
-        stats["label_check"] = label_check(rows, rs.split_qrels(config.queries.split))
+    check = label_check(rows, rs.split_qrels(config.queries.split)) if config.queries.split else {}
+    if check:
+        stats["label_check"] = check
     write_json_atomic(output / "stats.json", stats)
     print(query_type_table(per_type))
-    if stats.get("label_check"):
-        print(format_label_check(stats["label_check"]))
+    if check:
+        print(format_label_check(check))
     return output
